@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh (standard library only).
+
+  summarise.py percentiles H2LOAD_LOG   -> "p50_us p99_us" from h2load --log-file
+  summarise.py table RUNS_CSV           -> markdown tables (medians over rounds)
+"""
+import csv
+import statistics
+import sys
+from collections import OrderedDict
+
+TITLES = {
+    "small": "1. small (100 B) response, HTTP/1.1 keep-alive",
+    "16k": "2. 16 KiB response, HTTP/1.1 keep-alive",
+    "1m": "3. 1 MiB response, HTTP/1.1 keep-alive",
+    "newconn": "4. new TCP connection per request (`Connection: close`), 100 B",
+    "latency": "5. single connection, latency (100 B)",
+    "https": "6. HTTPS (TLS 1.3, HTTP/1.1) keep-alive, 100 B",
+    "h2": "7. HTTP/2 over TLS, 100 B",
+}
+TARGET_ORDER = ["nginx", "haproxy", "sluice", "direct"]
+
+
+def percentiles(path):
+    # h2load log columns: start_us <TAB> status <TAB> elapsed_us
+    vals = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                vals.append(int(parts[2]))
+    if not vals:
+        print("0 0")
+        return
+    vals.sort()
+
+    def pct(p):
+        return vals[min(len(vals) - 1, int(len(vals) * p / 100.0))]
+
+    print(pct(50), pct(99))
+
+
+def fmt_lat(us):
+    return f"{us:,.0f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def table(path):
+    rows = list(csv.DictReader(open(path)))
+    # scenario -> target -> list of rows (one per round)
+    by = OrderedDict()
+    for r in rows:
+        by.setdefault(r["scenario"], {}).setdefault(r["target"], []).append(r)
+
+    out = []
+    for scen, targets in by.items():
+        med = {}
+        for t, rs in targets.items():
+            m = lambda k: statistics.median(float(r[k]) for r in rs)
+            med[t] = dict(
+                rps=m("rps"), p50=m("p50_us"), p99=m("p99_us"),
+                cpu=m("proxy_cpu_us_per_req"), ucpu=m("proxy_user_us_per_req"), ocpu=m("origin_cpu_us_per_req"),
+                err=sum(int(r["errors"]) for r in rs),
+                non2xx=sum(int(r["non2xx"]) for r in rs),
+                n=len(rs), load=rs[0]["load"],
+            )
+        order = [t for t in TARGET_ORDER if t in med]
+        base = med.get("nginx")
+        loads = sorted({v["load"] for t, v in med.items() if t != "direct"})
+        out.append(f"### {TITLES.get(scen, scen)}\n")
+        out.append(f"`{'`, `'.join(loads)}`; medians of {max(v['n'] for v in med.values())} round(s)\n")
+        direct = med.get("direct")
+        if scen == "latency":
+            out.append("| proxy | req/s | p50 | added p50 vs direct | p99 | CPU µs/req (user) | origin CPU µs/req | errors / non-2xx | added p50 ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        else:
+            out.append("| proxy | req/s | p99 | CPU µs/req (user) | origin CPU µs/req | errors / non-2xx | req/s ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for t in order:
+            v = med[t]
+            cells = [t, f"{v['rps']:,.0f}"]
+            if scen == "latency":
+                added = v["p50"] - direct["p50"] if direct else float("nan")
+                cells += [fmt_lat(v["p50"]), "—" if t == "direct" else f"{added:+,.0f} µs"]
+            cells += [fmt_lat(v["p99"]),
+                      "—" if t == "direct" else f"{v['cpu']:.1f} ({v['ucpu']:.1f})",
+                      f"{v['ocpu']:.1f}", f"{v['err']} / {v['non2xx']}"]
+            if t == "direct" or not base:
+                cells += ["—"] * 3
+            else:
+                if scen == "latency":
+                    b_add = base["p50"] - direct["p50"] if direct else 0
+                    first = ratio(v["p50"] - direct["p50"], b_add) if direct else "n/a"
+                else:
+                    first = ratio(v["rps"], base["rps"])
+                cells += [first, ratio(v["cpu"], base["cpu"]), ratio(v["p99"], base["p99"])]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("percentiles", "table"):
+        sys.exit(__doc__)
+    {"percentiles": percentiles, "table": table}[sys.argv[1]](sys.argv[2])

@@ -1,0 +1,135 @@
+//! The admin listener: its own socket, never reachable through a proxy listener, guarded by a
+//! bearer token when one is configured. HTTP/1.1 only; JSON responses.
+//!
+//! Endpoints: `GET /health`. Later steps add pools, stats, cache purge and policy upload.
+
+use crate::config::AdminConfig;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// State the admin API reports on.
+pub struct AdminState {
+    pub token: Option<String>,
+    pub started: Instant,
+}
+
+pub async fn run(
+    listener: TcpListener,
+    cfg: AdminConfig,
+    mut shutdown: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let state = Arc::new(AdminState {
+        token: cfg.token,
+        started: Instant::now(),
+    });
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let state = state.clone();
+        let drain = drain.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _drain = drain;
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(token) = &state.token {
+        if !authorized(&req, token) {
+            let mut r = json(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"missing or wrong bearer token"}"#.into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => {
+            let body = serde_json::json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_secs": state.started.elapsed().as_secs(),
+            });
+            json(StatusCode::OK, body.to_string())
+        }
+        (_, "/health") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method not allowed"}"#.into(),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"no such admin endpoint"}"#.into(),
+        ),
+    }
+}
+
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    constant_time_eq(given, token.as_bytes())
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}

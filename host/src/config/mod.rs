@@ -1,0 +1,181 @@
+//! Configuration: TOML file -> raw serde structs (`raw`) -> validated, typed [`Config`].
+//!
+//! Loading does no I/O beyond reading the one file: certificate files named by the config are
+//! read when listeners start (and by `sluice check`), not here. Relative paths are resolved
+//! against the directory of the config file, so a config and its certificates can move together.
+
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted path of the offending key, e.g. `pool[0].endpoints[1].weight`.
+    pub key: String,
+    pub problem: String,
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+    pub proxy: ProxySettings,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertificateConfig>,
+    /// Index into `certificates` used when the client sends no SNI or an unknown name.
+    pub default_certificate: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Explicit names; empty means "the SANs of the certificate".
+    pub server_names: Vec<String>,
+    /// Config key of this entry, for error messages raised when the files are read.
+    pub key_path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTls>,
+    pub max_idle_per_endpoint: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// `host:port`; an IP literal is used as is, a name is resolved at connect time.
+    pub address: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub server_name: String,
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub default_pool: String,
+    /// Keep the client's `Host` (true) or send the endpoint address (false).
+    pub preserve_host: bool,
+    /// Add `Via` to requests and responses (RFC 9110 §7.6.3).
+    pub via: bool,
+    /// Add `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    pub forwarded_headers: bool,
+    /// The pseudonym used in `Via`.
+    pub via_name: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub client_header: Duration,
+    pub client_idle: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_request_header_size: usize,
+    pub max_request_body: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter directive such as `info` or `sluice=debug,warn`.
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &file, base)
+    }
+
+    /// Validates config text. `file` names it in errors; `base` resolves relative paths.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        validate::parse(text, file, base)
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client_header: Duration::from_secs(10),
+            client_idle: Duration::from_secs(60),
+            upstream_connect: Duration::from_secs(3),
+            upstream_response: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_request_header_size: 64 * 1024,
+            max_request_body: 1 << 30,
+        }
+    }
+}

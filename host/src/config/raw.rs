@@ -1,0 +1,135 @@
+//! Raw configuration: the TOML file as serde sees it.
+//!
+//! Every struct rejects unknown keys so a typo is an error, not a silently ignored setting.
+//! Nothing here is validated beyond its TOML type; `validate.rs` turns these into the typed
+//! [`super::Config`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listener: Vec<RawListener>,
+    #[serde(default)]
+    pub pool: Vec<RawPool>,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub address: String,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Vec<RawCertificate>,
+    /// Index into `certificates` of the certificate served when SNI matches nothing.
+    pub default_certificate: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+    /// Names this certificate answers for; taken from the certificate's SANs when absent.
+    pub server_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: String,
+    pub endpoints: Vec<RawEndpoint>,
+    pub protocol: Option<String>,
+    pub tls: Option<RawUpstreamTls>,
+    pub max_idle_per_endpoint: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+/// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawEndpoint {
+    Address(String),
+    Full(RawEndpointTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpointTable {
+    pub address: String,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// SNI and the name the upstream certificate is verified against.
+    pub server_name: Option<String>,
+    /// PEM bundle of trusted roots; the public web PKI (webpki-roots) when absent.
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub default_pool: Option<String>,
+    pub preserve_host: Option<bool>,
+    pub via: Option<bool>,
+    pub forwarded_headers: Option<bool>,
+    pub via_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    pub client_header: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub client_idle: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_connect: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_response: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<i64>,
+    pub max_request_header_size: Option<bytesize::ByteSize>,
+    pub max_request_body: Option<bytesize::ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<String>,
+    pub token: Option<String>,
+    pub allow_non_loopback: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    pub access_log: Option<bool>,
+}

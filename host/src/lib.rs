@@ -1,0 +1,275 @@
+//! sluice: an edge reverse proxy whose routing is decided by WebAssembly policies.
+//!
+//! The library starts a proxy in-process so that the binary, `sluice demo` and the
+//! integration tests all run the same code: [`start`] binds every socket and returns a
+//! [`Running`] handle with the bound addresses, a certificate-reload hook and graceful shutdown.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod logging;
+pub mod proxy;
+
+use config::Config;
+use listener::tls::{CertResolver, TlsError};
+use listener::{Listener, Shared};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        what: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{0}")]
+    Pool(#[from] proxy::upstream::PoolError),
+}
+
+/// A started proxy. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    /// Bound address of each listener, in config order, with its name.
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    drain_tx: Option<mpsc::Sender<()>>,
+    drain_rx: mpsc::Receiver<()>,
+    grace: Duration,
+    resolvers: Vec<Arc<CertResolver>>,
+    reloads: Arc<watch::Sender<u64>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every connection finished within the grace period.
+    Drained,
+    /// The grace period ran out with connections still open.
+    TimedOut,
+}
+
+/// Binds every listener and starts serving. Must be called inside a tokio runtime.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let proxy = Arc::new(proxy::Proxy::new(&config)?);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = mpsc::channel(1);
+
+    let mut resolvers = Vec::new();
+    let mut bound = Vec::new();
+    let mut addrs = Vec::new();
+    for l in &config.listeners {
+        let acceptor = match &l.tls {
+            None => None,
+            Some(t) => {
+                let resolver = Arc::new(CertResolver::new(t.clone())?);
+                resolvers.push(resolver.clone());
+                Some(tokio_rustls::TlsAcceptor::from(
+                    listener::tls::server_config(resolver)?,
+                ))
+            }
+        };
+        let tcp = listener::bind(l.address).map_err(|source| StartError::Bind {
+            what: format!("listener \"{}\"", l.name),
+            address: l.address,
+            source,
+        })?;
+        let local = tcp.local_addr().map_err(|source| StartError::Bind {
+            what: format!("listener \"{}\"", l.name),
+            address: l.address,
+            source,
+        })?;
+        addrs.push((l.name.clone(), local));
+        bound.push(Listener::new(l, tcp, acceptor));
+    }
+
+    let admin_addr = match &config.admin {
+        None => None,
+        Some(a) => {
+            let bind_err = |source| StartError::Bind {
+                what: "admin".into(),
+                address: a.address,
+                source,
+            };
+            let tcp = listener::bind(a.address).map_err(bind_err)?;
+            let local = tcp.local_addr().map_err(bind_err)?;
+            tokio::spawn(admin::run(
+                tcp,
+                a.clone(),
+                shutdown_rx.clone(),
+                drain_tx.clone(),
+            ));
+            Some(local)
+        }
+    };
+
+    let shared = Arc::new(Shared::new(
+        proxy,
+        config.timeouts,
+        config.limits,
+        shutdown_rx,
+        drain_tx.clone(),
+    ));
+    for l in bound {
+        tracing::info!(listener = %l.name, address = %l.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            tls = l.tls.is_some(), "listening");
+        tokio::spawn(l.run(shared.clone()));
+    }
+    drop(shared);
+
+    let reloads = Arc::new(watch::Sender::new(0u64));
+    let watcher = watch_certificates(&resolvers, reloads.clone());
+    Ok(Running {
+        listeners: addrs,
+        admin: admin_addr,
+        shutdown: shutdown_tx,
+        drain_tx: Some(drain_tx),
+        drain_rx,
+        grace: config.timeouts.shutdown_grace,
+        resolvers,
+        reloads,
+        _watcher: watcher,
+    })
+}
+
+impl Running {
+    /// The bound address of the listener called `name`.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Re-reads every listener certificate. All-or-nothing per listener; established
+    /// connections are untouched.
+    pub fn reload_certificates(&self) -> Result<(), TlsError> {
+        reload_all(&self.resolvers, &self.reloads)
+    }
+
+    /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.
+    pub fn certificate_reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes idle connections; waits at
+    /// most `timeouts.shutdown_grace`.
+    pub async fn shutdown(mut self) -> ShutdownOutcome {
+        let _ = self.shutdown.send(true);
+        self.drain_tx = None;
+        match tokio::time::timeout(self.grace, self.drain_rx.recv()).await {
+            Ok(_) => ShutdownOutcome::Drained,
+            Err(_) => ShutdownOutcome::TimedOut,
+        }
+    }
+}
+
+fn reload_all(
+    resolvers: &[Arc<CertResolver>],
+    reloads: &watch::Sender<u64>,
+) -> Result<(), TlsError> {
+    for r in resolvers {
+        if let Err(e) = r.reload() {
+            tracing::error!(error = %e, "certificate reload failed; keeping the current certificates");
+            return Err(e);
+        }
+    }
+    reloads.send_modify(|n| *n += 1);
+    tracing::info!(listeners = resolvers.len(), "certificates reloaded");
+    Ok(())
+}
+
+/// Watches the directories holding certificate files and reloads on any change in them
+/// (directory-level so renames and Kubernetes-style symlink swaps are seen too).
+fn watch_certificates(
+    resolvers: &[Arc<CertResolver>],
+    reloads: Arc<watch::Sender<u64>>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    if resolvers.is_empty() {
+        return None;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch certificate files; reload with SIGHUP");
+            return None;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = resolvers
+        .iter()
+        .flat_map(|r| {
+            r.files()
+                .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in &dirs {
+        let d = if d.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            d.clone()
+        };
+        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch certificate directory");
+        }
+    }
+    let resolvers = resolvers.to_vec();
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: a cert and key are usually written one after the other.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let _ = reload_all(&resolvers, &reloads);
+        }
+    });
+    Some(watcher)
+}
+
+/// Waits for SIGINT or SIGTERM; on SIGHUP reloads certificates and keeps waiting.
+pub async fn wait_for_stop_signal(running: &Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down gracefully"); return }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down gracefully"); return }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading certificates");
+                let _ = running.reload_certificates();
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Body types on both sides of the proxy.
+//!
+//! [`RequestBody`] streams the client's body upstream and enforces `max_request_body` as bytes
+//! flow, so a chunked upload that grows too large fails without ever being buffered.
+//! [`ResponseBody`] is either the upstream's stream or a small local body; it counts bytes and
+//! writes the access-log line when the response is finished (or abandoned).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Raised by [`RequestBody`] when the client sends more than the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// The client's request body on its way upstream, with a running size limit.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+    limit: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        RequestBody {
+            inner: Some(inner),
+            remaining: limit,
+            limit,
+        }
+    }
+
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            remaining: 0,
+            limit: 0,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: this.limit,
+                        }))));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Called once when a response body is finished or dropped, with the bytes sent.
+pub trait OnComplete: Send + Sync + 'static {
+    fn complete(&mut self, body_bytes: u64, finished: bool);
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// What the proxy sends to the client.
+pub struct ResponseBody {
+    inner: Inner,
+    bytes: u64,
+    finished: bool,
+    on_complete: Option<Box<dyn OnComplete>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    pub fn upstream(body: Incoming) -> Self {
+        Self::with(Inner::Upstream(body))
+    }
+
+    pub fn full(bytes: Bytes) -> Self {
+        Self::with(Inner::Full(Some(bytes).filter(|b| !b.is_empty())))
+    }
+
+    pub fn empty() -> Self {
+        Self::with(Inner::Full(None))
+    }
+
+    fn with(inner: Inner) -> Self {
+        ResponseBody {
+            inner,
+            bytes: 0,
+            finished: false,
+            on_complete: None,
+        }
+    }
+
+    /// Runs `hook` once the body is done (fully sent, failed or dropped).
+    pub fn set_on_complete(&mut self, hook: Box<dyn OnComplete>) {
+        self.on_complete = Some(hook);
+    }
+
+    fn done(&mut self) {
+        if let Some(mut hook) = self.on_complete.take() {
+            // hyper stops polling once `is_end_stream` is true, so that also counts as finished.
+            let finished = self.finished || self.is_end_stream();
+            hook.complete(self.bytes, finished);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => {
+                ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
+            }
+            Inner::Full(b) => b.take().map(|d| Ok(Frame::data(d))),
+        };
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Some(Err(_)) => this.done(),
+            None => {
+                this.finished = true;
+                this.done();
+            }
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

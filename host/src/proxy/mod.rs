@@ -1,0 +1,386 @@
+//! The request pipeline: validate -> pick upstream -> rewrite headers -> forward -> respond.
+//!
+//! `proxy/` never touches a listening socket and never names a TLS or Wasm type: it gets a
+//! request plus [`ConnInfo`] and returns a response. Errors become responses in one place
+//! ([`error::ProxyError::to_response`]).
+
+pub mod body;
+pub mod error;
+pub mod headers;
+mod log;
+mod upgrade;
+pub mod upstream;
+
+use crate::config::{Config, Limits, ProxySettings, Timeouts, UpstreamProtocol};
+use body::{BodyTooLarge, RequestBody, ResponseBody};
+use error::{ErrorKind, ProxyError};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use upstream::{Pool, PoolError};
+
+/// Facts about the downstream connection a request arrived on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    pub sni: Option<String>,
+    /// Listener name, for logs.
+    pub listener: Arc<str>,
+    /// Per-connection activity, read by the listener's idle watchdog.
+    pub activity: crate::listener::Activity,
+}
+
+/// Precomputed `Via` values, one per received HTTP version.
+struct ViaValues {
+    h10: HeaderValue,
+    h11: HeaderValue,
+    h2: HeaderValue,
+}
+
+impl ViaValues {
+    fn new(name: &str) -> Self {
+        let v = |ver| {
+            HeaderValue::from_str(&headers::via_value(ver, name)).expect("validated via_name")
+        };
+        ViaValues {
+            h10: v(Version::HTTP_10),
+            h11: v(Version::HTTP_11),
+            h2: v(Version::HTTP_2),
+        }
+    }
+
+    fn for_version(&self, v: Version) -> &HeaderValue {
+        match v {
+            Version::HTTP_10 | Version::HTTP_09 => &self.h10,
+            Version::HTTP_2 => &self.h2,
+            _ => &self.h11,
+        }
+    }
+}
+
+/// Everything a request needs, built once per configuration.
+pub struct Proxy {
+    pools: HashMap<Arc<str>, Arc<Pool>>,
+    default_pool: Arc<Pool>,
+    settings: ProxySettings,
+    timeouts: Timeouts,
+    limits: Limits,
+    access_log: bool,
+    via: ViaValues,
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Result<Proxy, PoolError> {
+        let mut pools = HashMap::new();
+        for p in &config.pools {
+            let pool = Arc::new(Pool::new(p, config.timeouts.upstream_connect)?);
+            pools.insert(pool.name.clone(), pool);
+        }
+        let default_pool = pools[config.proxy.default_pool.as_str()].clone();
+        Ok(Proxy {
+            pools,
+            default_pool,
+            via: ViaValues::new(&config.proxy.via_name),
+            settings: config.proxy.clone(),
+            timeouts: config.timeouts,
+            limits: config.limits,
+            access_log: config.log.access_log,
+        })
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(name)
+    }
+
+    /// Serves one request. Never fails: errors become local responses.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let guard = conn.activity.request_started(req.version());
+        let record = self
+            .access_log
+            .then(|| log::AccessRecord::new(&req, &conn, start));
+        let (mut resp, upstream) = match self.forward(req, &conn).await {
+            Ok(r) => r,
+            Err(e) => {
+                match e.side {
+                    error::Side::Client => {
+                        tracing::debug!(client = %conn.client, error = %e, "request rejected")
+                    }
+                    _ => tracing::warn!(client = %conn.client, error = %e, "request failed"),
+                }
+                (e.to_response(), None)
+            }
+        };
+        let status = resp.status();
+        resp.body_mut().set_on_complete(Box::new(log::Completion {
+            guard,
+            record: record.map(|r| r.finish(status, upstream, start)),
+        }));
+        resp
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let authority = request_authority(&parts)?;
+        check_framing(&parts, &self.limits)?;
+
+        let pool = &self.default_pool;
+        let endpoint = pool.pick();
+        let hop = headers::strip_hop_by_hop(&mut parts.headers);
+        let client_version = parts.version;
+        let upgrade = hop.upgrade.is_some()
+            && client_version == Version::HTTP_11
+            && pool.protocol == UpstreamProtocol::Http1;
+
+        // Request URI: h1 writes origin-form, so the authority only matters for h2 `:authority`.
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let upstream_authority = match (&authority, self.settings.preserve_host) {
+            (Some(a), true) => a.clone(),
+            _ => endpoint.authority.clone(),
+        };
+        let scheme = if pool.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        parts.uri = Uri::builder()
+            .scheme(scheme)
+            .authority(upstream_authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| ProxyError::new(ErrorKind::BadRequest, format!("uri: {e}")))?;
+
+        let h = &mut parts.headers;
+        match pool.protocol {
+            UpstreamProtocol::Http1 => {
+                parts.version = Version::HTTP_11;
+                if !self.settings.preserve_host || !h.contains_key(header::HOST) {
+                    h.insert(header::HOST, authority_value(&upstream_authority));
+                }
+            }
+            UpstreamProtocol::Http2 => {
+                parts.version = Version::HTTP_2;
+                // :authority carries it (RFC 9113 §8.3.1).
+                h.remove(header::HOST);
+                if hop.te_trailers {
+                    h.insert(header::TE, HeaderValue::from_static("trailers"));
+                }
+            }
+        }
+        if self.settings.forwarded_headers {
+            headers::append_list(
+                h,
+                header::HeaderName::from_static("x-forwarded-for"),
+                &conn.client.ip().to_string(),
+            );
+            h.insert(
+                header::HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+            );
+            if let Some(a) = &authority {
+                h.insert(
+                    header::HeaderName::from_static("x-forwarded-host"),
+                    authority_value(a),
+                );
+            }
+        }
+        if self.settings.via {
+            headers::add_via(h, self.via.for_version(client_version));
+        }
+
+        let mut client_upgrade = None;
+        let body = match hop.upgrade.filter(|_| upgrade) {
+            Some(protocol) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::UPGRADE, protocol);
+                client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                // After a 101 the bytes that follow belong to the tunnel, not to a body.
+                RequestBody::empty()
+            }
+            None => RequestBody::new(body, self.limits.max_request_body),
+        };
+
+        let upstream_req = Request::from_parts(parts, body);
+        let fut = endpoint.client.request(upstream_req);
+        let mut resp = match tokio::time::timeout(self.timeouts.upstream_response, fut).await {
+            Err(_) => {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "{} gave no response within {:?}",
+                        endpoint.address, self.timeouts.upstream_response
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(classify_client_error(&e, &endpoint.address)),
+            Ok(Ok(r)) => r,
+        };
+
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamReset,
+                    "101 without an upgrade request",
+                ));
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, conn.activity.clone());
+            let (mut rp, _) = resp.into_parts();
+            if self.settings.via {
+                headers::add_via(&mut rp.headers, self.via.for_version(Version::HTTP_11));
+            }
+            return Ok((
+                Response::from_parts(rp, ResponseBody::empty()),
+                Some(endpoint.address.clone()),
+            ));
+        }
+
+        let (mut rp, rbody) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut rp.headers);
+        if self.settings.via {
+            headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
+        }
+        rp.version = client_version;
+        Ok((
+            Response::from_parts(rp, ResponseBody::upstream(rbody)),
+            Some(endpoint.address.clone()),
+        ))
+    }
+}
+
+/// The authority the client addressed: the URI's (h2 `:authority`, absolute-form) or `Host`.
+/// HTTP/1.1 requires exactly one valid `Host` (RFC 9112 §3.2).
+fn request_authority(
+    parts: &http::request::Parts,
+) -> Result<Option<http::uri::Authority>, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::new(
+            ErrorKind::MissingHost,
+            "more than one Host",
+        ));
+    }
+    if let Some(a) = parts.uri.authority() {
+        return Ok(Some(a.clone()));
+    }
+    match host {
+        Some(v) => {
+            let a = http::uri::Authority::try_from(v.as_bytes())
+                .map_err(|_| ProxyError::new(ErrorKind::MissingHost, "invalid Host"))?;
+            if a.as_str().contains('@') {
+                return Err(ProxyError::new(ErrorKind::MissingHost, "userinfo in Host"));
+            }
+            Ok(Some(a))
+        }
+        None if parts.version == Version::HTTP_11 => Err(ProxyError::new(
+            ErrorKind::MissingHost,
+            "HTTP/1.1 request without Host",
+        )),
+        None if parts.version == Version::HTTP_2 => Err(ProxyError::new(
+            ErrorKind::MissingHost,
+            "h2 request without :authority or Host",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Rejects ambiguous framing and bodies declared larger than the limit.
+fn check_framing(parts: &http::request::Parts, limits: &Limits) -> Result<(), ProxyError> {
+    let te = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    let cl = lengths.next();
+    if te && cl.is_some() {
+        return Err(ProxyError::new(
+            ErrorKind::ConflictingFraming,
+            "both Transfer-Encoding and Content-Length",
+        ));
+    }
+    if let Some(cl) = cl {
+        let n: u64 = std::str::from_utf8(cl.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                ProxyError::new(ErrorKind::ConflictingFraming, "invalid Content-Length")
+            })?;
+        if lengths.any(|other| other != cl) {
+            return Err(ProxyError::new(
+                ErrorKind::ConflictingFraming,
+                "differing Content-Length values",
+            ));
+        }
+        if n > limits.max_request_body {
+            return Err(ProxyError::new(
+                ErrorKind::BodyTooLarge,
+                format!("Content-Length {n}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn authority_value(a: &http::uri::Authority) -> HeaderValue {
+    HeaderValue::from_str(a.as_str()).expect("an Authority is a valid header value")
+}
+
+/// Maps a hyper client error to a proxy error by walking its causes.
+fn classify_client_error(e: &hyper_util::client::legacy::Error, addr: &str) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<BodyTooLarge>().is_some() {
+            return ProxyError::new(ErrorKind::BodyTooLarge, s.to_string());
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::new(ErrorKind::UpstreamTimeout, format!("{addr}: {io}"));
+            }
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_user() || h.is_body_write_aborted() {
+                // Our side of the exchange failed: the client's body stream broke.
+                if !e.is_connect() {
+                    return ProxyError::new(ErrorKind::ClientAborted, format!("{addr}: {h}"));
+                }
+            }
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        ProxyError::new(
+            ErrorKind::UpstreamUnreachable,
+            format!("{addr}: {}", chain(e)),
+        )
+    } else {
+        ProxyError::new(ErrorKind::UpstreamReset, format!("{addr}: {}", chain(e)))
+    }
+}
+
+/// `a: b: c` from an error and its sources.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

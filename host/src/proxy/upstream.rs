@@ -1,0 +1,340 @@
+//! Upstream pools: one pooled hyper client per endpoint, with a connector that always dials
+//! that endpoint (TCP, optionally TLS with ALPN), whatever the request URI says.
+//!
+//! Dialling a fixed address lets the request URI carry the client's authority (used as h2
+//! `:authority`) while connections stay per endpoint, which is what the balancer needs.
+
+use crate::config::{PoolConfig, UpstreamProtocol};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+
+/// A connection to an upstream endpoint.
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamStream::Plain(_) => Connected::new(),
+            UpstreamStream::Tls(s) => {
+                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
+                } else {
+                    Connected::new()
+                }
+            }
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            UpstreamStream::Plain($s) => $e,
+            UpstreamStream::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+struct ConnectorInner {
+    address: String,
+    connect_timeout: Duration,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+/// Dials one endpoint. Cloned into hyper's pool; cheap to clone.
+#[derive(Clone)]
+pub struct Connector(Arc<ConnectorInner>);
+
+impl Connector {
+    async fn connect(self) -> io::Result<TokioIo<UpstreamStream>> {
+        let inner = &*self.0;
+        let tcp = tokio::time::timeout(inner.connect_timeout, dial(&inner.address))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect to {} timed out", inner.address),
+                )
+            })??;
+        tcp.set_nodelay(true)?;
+        let stream = match &inner.tls {
+            None => UpstreamStream::Plain(tcp),
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(
+                    inner.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+                UpstreamStream::Tls(Box::new(tls))
+            }
+        };
+        Ok(TokioIo::new(stream))
+    }
+}
+
+/// Connects to `host:port`: an IP literal directly, a name through the system resolver,
+/// trying each resolved address in turn.
+async fn dial(address: &str) -> io::Result<TcpStream> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return TcpStream::connect(addr).await;
+    }
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{address} resolved to no address"),
+    );
+    for addr in tokio::net::lookup_host(address).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<UpstreamStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        Box::pin(self.clone().connect())
+    }
+}
+
+pub type UpstreamClient = Client<Connector, RequestBody>;
+
+/// One endpoint of a pool.
+pub struct Endpoint {
+    pub address: Arc<str>,
+    pub weight: u32,
+    /// `address` as a URI authority, for request URIs when the client's is not kept.
+    pub authority: http::uri::Authority,
+    pub client: UpstreamClient,
+}
+
+/// A named set of endpoints with a shared protocol and TLS setting.
+pub struct Pool {
+    pub name: Arc<str>,
+    pub protocol: UpstreamProtocol,
+    pub tls: bool,
+    pub endpoints: Vec<Endpoint>,
+    /// Endpoint indices in smooth weighted round-robin order (see [`smooth_wrr_schedule`]).
+    schedule: Box<[u32]>,
+    cursor: AtomicUsize,
+}
+
+/// Error building a pool (bad CA file).
+#[derive(Debug, thiserror::Error)]
+#[error("pool \"{pool}\": {problem}")]
+pub struct PoolError {
+    pub pool: String,
+    pub problem: String,
+}
+
+impl Pool {
+    pub fn new(cfg: &PoolConfig, connect_timeout: Duration) -> Result<Pool, PoolError> {
+        let err = |problem: String| PoolError {
+            pool: cfg.name.clone(),
+            problem,
+        };
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => {
+                let client_cfg = client_tls_config(t.ca.as_deref(), cfg.protocol).map_err(err)?;
+                let name = ServerName::try_from(t.server_name.clone())
+                    .map_err(|e| err(format!("server_name: {e}")))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(client_cfg)), name))
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(cfg.idle_timeout)
+            .pool_max_idle_per_host(cfg.max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .set_host(false)
+            .http1_max_buf_size(1 << 20);
+        if cfg.protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true).http2_adaptive_window(true);
+        }
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|e| {
+                let connector = Connector(Arc::new(ConnectorInner {
+                    address: e.address.clone(),
+                    connect_timeout,
+                    tls: tls.clone(),
+                }));
+                let authority = e
+                    .address
+                    .parse()
+                    .map_err(|_| err(format!("endpoint {} is not an authority", e.address)))?;
+                Ok(Endpoint {
+                    address: e.address.as_str().into(),
+                    weight: e.weight,
+                    authority,
+                    client: builder.build(connector),
+                })
+            })
+            .collect::<Result<Vec<_>, PoolError>>()?;
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        Ok(Pool {
+            name: cfg.name.as_str().into(),
+            protocol: cfg.protocol,
+            tls: tls.is_some(),
+            endpoints,
+            schedule: smooth_wrr_schedule(&weights).into(),
+            cursor: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next endpoint in weighted round-robin order. Lock-free: one atomic increment.
+    pub fn pick(&self) -> &Endpoint {
+        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
+        &self.endpoints[self.schedule[i] as usize]
+    }
+}
+
+/// One full cycle of nginx's smooth weighted round robin, precomputed so a pick is an atomic
+/// increment instead of a locked scan. Weights are divided by their GCD first to keep the
+/// cycle short. (Algorithm: nginx `ngx_http_upstream_get_peer`: every round each peer gains its
+/// weight, the largest current wins and loses the total.) Weights 5,1,1 give a a b a c a a.
+pub fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    let w: Vec<i64> = weights.iter().map(|&x| i64::from(x / g)).collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn client_tls_config(
+    ca: Option<&std::path::Path>,
+    protocol: UpstreamProtocol,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|e| format!("tls.ca {}: {e:?}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("tls.ca {}: no usable certificate", path.display()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = match protocol {
+        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+    };
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smooth_wrr_schedule;
+
+    #[test]
+    fn nginx_smooth_sequence() {
+        let names: String = smooth_wrr_schedule(&[5, 1, 1])
+            .iter()
+            .map(|&i| (b'a' + i as u8) as char)
+            .collect();
+        assert_eq!(names, "aabacaa");
+    }
+
+    #[test]
+    fn gcd_reduces_cycle() {
+        assert_eq!(smooth_wrr_schedule(&[200, 100]).len(), 3);
+        assert_eq!(smooth_wrr_schedule(&[1, 1, 1]), vec![0, 1, 2]);
+    }
+}
