@@ -115,7 +115,7 @@ nginx_conf origin 1 "  server { listen 127.0.0.1:${PORT[direct]}; root $WORK/www
 
 # proxy_max_temp_file_size 0: buffer in memory only, never spill 1 MiB bodies to disk.
 nginx_conf nginx 2 "
-  upstream origin { server 127.0.0.1:${PORT[direct]}; keepalive 128; keepalive_requests 1000000; }
+  upstream origin { server 127.0.0.1:${PORT[direct]}; keepalive ${NGINX_UPSTREAM_KEEPALIVE:-128}; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:${PORT[nginx]}${NGINX_LISTEN_OPTS:+ $NGINX_LISTEN_OPTS};
     listen 127.0.0.1:${PORTS[nginx]} ssl http2${NGINX_LISTEN_OPTS:+ $NGINX_LISTEN_OPTS};

@@ -1,1 +1,491 @@
-//! test support
+//! Test support for sluice integration tests: scripted origins, a proxy builder, certificates
+//! from a throwaway CA, and clients for HTTP/1.1, h2c, HTTPS (h1/h2) and raw bytes.
+//!
+//! Everything binds 127.0.0.1:0 and runs in-process; nothing sleeps to synchronise.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use sluice;
+
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// A body from bytes.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A response with a status and a text body.
+pub fn text(status: u16, s: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(s));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// An in-process origin server that counts requests. Serves HTTP/1.1 and h2c, optionally TLS.
+pub struct Origin {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    /// Starts an origin whose every request goes to `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        Self::start_with_tls(handler, None).await
+    }
+
+    /// Like [`Origin::start`], terminating TLS with `tls` (ALPN h2 and http/1.1).
+    pub async fn start_with_tls<F, Fut>(
+        handler: F,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                let hits = h.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(cfg) => {
+                            let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(s), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Origin { addr, hits, task }
+    }
+
+    /// An origin that answers `200 <name>` with `x-origin: <name>` and echoes request details
+    /// in response headers: `x-echo-method`, `x-echo-uri`, `x-echo-version`, and every request
+    /// header as `x-echo-h-<name>` (values joined with `, `).
+    pub async fn echo(name: &'static str) -> Origin {
+        Origin::start(move |req| async move { echo_response(name, req).await }).await
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// See [`Origin::echo`]. The body is `<name>` followed by the request body's length.
+pub async fn echo_response(name: &'static str, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let len = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(usize::MAX);
+    let mut r = text(200, format!("{name} {len}"));
+    let h = r.headers_mut();
+    h.insert("x-origin", name.parse().unwrap());
+    h.insert("x-echo-method", parts.method.as_str().parse().unwrap());
+    h.insert("x-echo-uri", parts.uri.to_string().parse().unwrap());
+    h.insert(
+        "x-echo-version",
+        format!("{:?}", parts.version).parse().unwrap(),
+    );
+    let mut names: Vec<_> = parts.headers.keys().collect();
+    names.dedup();
+    for n in names {
+        let joined: Vec<String> = parts
+            .headers
+            .get_all(n)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let key = format!("x-echo-h-{}", n.as_str());
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::try_from(key),
+            http::HeaderValue::try_from(joined.join(", ")),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    r
+}
+
+/// A throwaway certificate authority and the files it issues, in a temp dir.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+}
+
+/// A leaf certificate written to disk.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Default for Certs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sluice test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ca_pem = cert.pem();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca_pem).unwrap();
+        let ca = rcgen::Issuer::new(params, key);
+        Certs {
+            dir,
+            ca,
+            ca_pem,
+            ca_path,
+        }
+    }
+
+    /// Issues a leaf for `names` (DNS names or IPs) and writes it as `<file>.pem`/`<file>.key`.
+    pub fn issue(&self, file: &str, names: &[&str]) -> Leaf {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let leaf = Leaf {
+            cert: self.dir.path().join(format!("{file}.pem")),
+            key: self.dir.path().join(format!("{file}.key")),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        leaf.write_to(&leaf.cert, &leaf.key);
+        leaf
+    }
+
+    /// Client config trusting this CA, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
+    }
+
+    /// Server config for an origin presenting `leaf`.
+    pub fn server_config(&self, leaf: &Leaf) -> Arc<rustls::ServerConfig> {
+        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+use rustls_pki_types::pem::PemObject;
+
+impl Leaf {
+    /// Writes this certificate and key to the given paths (atomically, via rename).
+    pub fn write_to(&self, cert: &std::path::Path, key: &std::path::Path) {
+        for (path, pem) in [(cert, &self.cert_pem), (key, &self.key_pem)] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, pem).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    }
+}
+
+/// Builds a proxy config as TOML and starts it in-process.
+///
+/// ```ignore
+/// let proxy = ProxyBuilder::new().pool("web", &[origin.addr]).start().await;
+/// ```
+pub struct ProxyBuilder {
+    pools: Vec<String>,
+    tls: Option<String>,
+    sections: Vec<String>,
+    admin: Option<String>,
+}
+
+impl Default for ProxyBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyBuilder {
+    pub fn new() -> Self {
+        ProxyBuilder {
+            pools: Vec::new(),
+            tls: None,
+            sections: Vec::new(),
+            admin: None,
+        }
+    }
+
+    /// A plain HTTP/1.1 pool. The first pool added is the default pool.
+    pub fn pool(self, name: &str, endpoints: &[SocketAddr]) -> Self {
+        self.pool_toml(name, endpoints, "")
+    }
+
+    /// A pool with extra TOML lines in its table (e.g. `protocol = "h2"`).
+    pub fn pool_toml(mut self, name: &str, endpoints: &[SocketAddr], extra: &str) -> Self {
+        let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+        self.pools.push(format!(
+            "[[pool]]\nname = \"{name}\"\nendpoints = [{}]\n{extra}\n",
+            eps.join(", ")
+        ));
+        self
+    }
+
+    /// Adds an HTTPS listener named `https` with these certificates (first is the default).
+    pub fn tls(mut self, leaves: &[&Leaf]) -> Self {
+        let certs: Vec<String> = leaves
+            .iter()
+            .map(|l| {
+                format!(
+                    "{{ cert = \"{}\", key = \"{}\" }}",
+                    l.cert.display(),
+                    l.key.display()
+                )
+            })
+            .collect();
+        self.tls = Some(format!(
+            "[[listener]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{}] }}\n",
+            certs.join(", ")
+        ));
+        self
+    }
+
+    /// Adds an admin listener on 127.0.0.1:0, with `token` if given.
+    pub fn admin(mut self, token: Option<&str>) -> Self {
+        self.admin = Some(match token {
+            Some(t) => format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{t}\"\n"),
+            None => "[admin]\naddress = \"127.0.0.1:0\"\n".into(),
+        });
+        self
+    }
+
+    /// Appends raw TOML (e.g. `"[timeouts]\nupstream_response = \"200ms\""`).
+    pub fn toml(mut self, section: &str) -> Self {
+        self.sections.push(section.to_string());
+        self
+    }
+
+    pub fn config_text(&self) -> String {
+        let mut s = String::from("[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n");
+        if let Some(t) = &self.tls {
+            s.push_str(t);
+        }
+        for p in &self.pools {
+            s.push_str(p);
+        }
+        if let Some(a) = &self.admin {
+            s.push_str(a);
+        }
+        let has_log = self.sections.iter().any(|x| x.contains("[log]"));
+        for x in &self.sections {
+            s.push_str(x);
+            s.push('\n');
+        }
+        if !has_log {
+            s.push_str("[log]\naccess_log = false\n");
+        }
+        s
+    }
+
+    pub async fn start(self) -> TestProxy {
+        let text = self.config_text();
+        let config = sluice::config::Config::parse(&text, "(test)", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let running = sluice::start(config).await.expect("proxy starts");
+        TestProxy {
+            http: running.addr("http").unwrap(),
+            https: running.addr("https"),
+            admin: running.admin,
+            running,
+        }
+    }
+}
+
+/// A started proxy with its addresses.
+pub struct TestProxy {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub running: sluice::Running,
+}
+
+pub type H1 = hyper::client::conn::http1::SendRequest<Body>;
+pub type H2 = hyper::client::conn::http2::SendRequest<Body>;
+
+/// An HTTP/1.1 connection to `addr`. The connection task runs in the background.
+pub async fn h1(addr: SocketAddr) -> H1 {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    h1_over(stream).await
+}
+
+pub async fn h1_over<I>(io: I) -> H1
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    send
+}
+
+/// An h2c (prior knowledge) connection to `addr`.
+pub async fn h2c(addr: SocketAddr) -> H2 {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    h2_over(stream).await
+}
+
+pub async fn h2_over<I>(io: I) -> H2
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// A TLS connection to `addr` with SNI `name`; returns the stream for the caller to speak over.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let stream = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await
+}
+
+/// The DER of the certificate the server presented on `s`.
+pub fn peer_cert(s: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<u8> {
+    s.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+/// A GET request for `uri` with `Host: host`.
+pub fn get(uri: &str, host: &str) -> Request<Body> {
+    Request::builder()
+        .uri(uri)
+        .header("host", host)
+        .body(full(""))
+        .unwrap()
+}
+
+/// Collects a response body.
+pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// Sends raw bytes and returns everything the server sends until it closes the connection.
+/// Bounded by `limit` seconds so a server that never closes fails the test instead of hanging.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: u64) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(limit),
+        s.read_to_end(&mut out),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "server did not close within {limit}s; got so far: {}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 exchange.
+pub fn raw_status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {resp:?}"))
+}
