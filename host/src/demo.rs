@@ -205,6 +205,8 @@ access_log = true
     let http = running.addr("http").expect("http listener");
     let https = running.addr("https").expect("https listener");
     let admin = running.admin.expect("admin listener");
+    // Before the banner, so a SIGTERM sent as soon as it is read stops the demo gracefully.
+    let mut signals = crate::StopSignals::install();
     println!("sluice demo is running");
     println!("  proxy  http://{http}  https://{https}  (h2 and http/1.1)");
     println!("  admin  http://{admin}");
@@ -235,7 +237,7 @@ access_log = true
     println!("  curl -i http://{http}/slow?ms=500");
     println!("  curl -s http://{admin}/health");
     println!("press Ctrl-C to stop");
-    crate::wait_for_stop_signal(&running).await;
+    signals.wait(&running).await;
     println!("stopping: {:?}", running.shutdown().await);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

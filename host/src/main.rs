@@ -74,8 +74,10 @@ fn main() -> ExitCode {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = sluice::config::Config::load(&path)?;
     sluice::logging::init(&config.log);
+    // Installed before binding: from here a SIGTERM is a graceful stop, never a kill.
+    let mut signals = sluice::StopSignals::install();
     let running = sluice::start(config).await?;
-    sluice::wait_for_stop_signal(&running).await;
+    signals.wait(&running).await;
     let outcome = running.shutdown().await;
     tracing::info!(?outcome, "stopped");
     Ok(())

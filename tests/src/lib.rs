@@ -37,6 +37,11 @@ pub fn text(status: u16, s: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
+/// The address of the client (usually the proxy) a request reached an [`Origin`] from; every
+/// request an origin handler sees carries it as an extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
 /// An in-process origin server that counts requests. Serves HTTP/1.1 and h2c, optionally TLS.
 pub struct Origin {
     pub addr: SocketAddr,
@@ -70,15 +75,16 @@ impl Origin {
         let h = hits.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let handler = handler.clone();
                 let hits = h.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         hits.fetch_add(1, Ordering::SeqCst);
+                        req.extensions_mut().insert(Peer(peer));
                         let fut = handler(req);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
@@ -429,6 +435,20 @@ where
     send
 }
 
+/// Sends `req` once `c` is ready for another request. hyper refuses a request sent while the
+/// connection is still wrapping up the previous exchange ("connection was not ready"), which
+/// can happen right after a response body has been read to its end.
+pub async fn send(c: &mut H1, req: Request<Body>) -> Response<Incoming> {
+    c.ready().await.unwrap();
+    c.send_request(req).await.unwrap()
+}
+
+/// [`send`] for HTTP/2 connections.
+pub async fn send2(c: &mut H2, req: Request<Body>) -> Response<Incoming> {
+    c.ready().await.unwrap();
+    c.send_request(req).await.unwrap()
+}
+
 /// A TLS connection to `addr` with SNI `name`; returns the stream for the caller to speak over.
 pub async fn tls_connect(
     addr: SocketAddr,
@@ -488,4 +508,54 @@ pub fn raw_status(resp: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {resp:?}"))
+}
+
+/// Reads exactly one HTTP/1.1 response (head plus a `content-length` body) from `s`, leaving
+/// the connection open. Bounded by `limit` seconds; panics if the server closes first.
+pub async fn raw_read_response(s: &mut TcpStream, limit: u64) -> String {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut byte).await.unwrap();
+            assert!(
+                n == 1,
+                "server closed mid-response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or_else(|| panic!("response without content-length: {head:?}"));
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        head + &String::from_utf8_lossy(&body)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(limit), read)
+        .await
+        .unwrap_or_else(|_| panic!("no complete response within {limit}s"))
+}
+
+/// Waits until the server closes `s` and returns what it sent before that (a reset counts as
+/// a close). Bounded by `limit` seconds.
+pub async fn raw_until_closed(s: &mut TcpStream, limit: u64) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(limit),
+        s.read_to_end(&mut out),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "server did not close within {limit}s; got so far: {}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
 }

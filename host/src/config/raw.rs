@@ -57,16 +57,52 @@ pub struct RawPool {
     pub protocol: Option<String>,
     pub tls: Option<RawUpstreamTls>,
     pub max_idle_per_endpoint: Option<usize>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 3 }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawEndpoint {
     Address(String),
     Full(RawEndpointTable),
+}
+
+// Hand-written instead of `#[serde(untagged)]`: untagged enums replace the inner error (say,
+// an unknown key in the table) with "data did not match any variant".
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawEndpoint;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"host:port\" or { address = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEndpoint, E> {
+                Ok(RawEndpoint::Address(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawEndpoint, A::Error> {
+                RawEndpointTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawEndpoint::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `"500ms"`, `"10s"`, `"1m 30s"` (humantime syntax), with the parser's reason on error.
+fn duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration \"{s}\": {e} (try \"500ms\", \"10s\", \"2m\")"
+        ))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,15 +134,15 @@ pub struct RawProxy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub client_header: Option<std::time::Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub client_idle: Option<std::time::Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub upstream_connect: Option<std::time::Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub upstream_response: Option<std::time::Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<std::time::Duration>,
 }
 

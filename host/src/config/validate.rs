@@ -76,7 +76,8 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
     for (i, l) in raw.listener.into_iter().enumerate() {
         let key = format!("listener[{i}]");
         let address = socket_addr(&l.address, &format!("{key}.address"), cx)?;
-        if !seen_addrs.insert(address) {
+        // Port 0 asks the OS for a free port, so two such listeners never collide.
+        if address.port() != 0 && !seen_addrs.insert(address) {
             return Err(cx.err(
                 format!("{key}.address"),
                 format!("{address} is used by two listeners"),

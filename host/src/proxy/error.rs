@@ -21,6 +21,9 @@ pub enum ErrorKind {
     MissingHost,
     /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.3: smuggling risk).
     ConflictingFraming,
+    /// A method a reverse proxy does not forward (CONNECT). 501, not 405: a 405 must list
+    /// allowed methods, and we forward every other method.
+    MethodNotSupported,
     /// Body larger than `limits.max_request_body`.
     BodyTooLarge,
     /// Request head larger than `limits.max_request_header_size`.
@@ -54,6 +57,7 @@ impl ProxyError {
             ErrorKind::BadRequest
             | ErrorKind::MissingHost
             | ErrorKind::ConflictingFraming
+            | ErrorKind::MethodNotSupported
             | ErrorKind::BodyTooLarge
             | ErrorKind::HeadersTooLarge
             | ErrorKind::ClientAborted => (Side::Client, false),
@@ -75,6 +79,7 @@ impl ProxyError {
             ErrorKind::BadRequest | ErrorKind::MissingHost | ErrorKind::ConflictingFraming => {
                 StatusCode::BAD_REQUEST
             }
+            ErrorKind::MethodNotSupported => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,

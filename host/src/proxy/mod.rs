@@ -135,6 +135,10 @@ impl Proxy {
         conn: &ConnInfo,
     ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
         let (mut parts, body) = req.into_parts();
+        if parts.method == http::Method::CONNECT {
+            // We are a reverse proxy, not a tunnel for arbitrary destinations.
+            return Err(ProxyError::new(ErrorKind::MethodNotSupported, "CONNECT"));
+        }
         let authority = request_authority(&parts)?;
         check_framing(&parts, &self.limits)?;
 
@@ -142,9 +146,12 @@ impl Proxy {
         let endpoint = pool.pick();
         let hop = headers::strip_hop_by_hop(&mut parts.headers);
         let client_version = parts.version;
+        // An upgrade request with content is forwarded as a plain request: after a 101 the
+        // bytes that follow belong to the tunnel, so a body would be ambiguous.
         let upgrade = hop.upgrade.is_some()
             && client_version == Version::HTTP_11
-            && pool.protocol == UpstreamProtocol::Http1;
+            && pool.protocol == UpstreamProtocol::Http1
+            && http_body::Body::is_end_stream(&body);
 
         // Request URI: h1 writes origin-form, so the authority only matters for h2 `:authority`.
         let path = parts
@@ -172,9 +179,9 @@ impl Proxy {
         match pool.protocol {
             UpstreamProtocol::Http1 => {
                 parts.version = Version::HTTP_11;
-                if !self.settings.preserve_host || !h.contains_key(header::HOST) {
-                    h.insert(header::HOST, authority_value(&upstream_authority));
-                }
+                // Always regenerated: an absolute-form target or h2 `:authority` overrides
+                // a differing client `Host` (RFC 9112 §3.2.2); otherwise it is the same value.
+                h.insert(header::HOST, authority_value(&upstream_authority));
             }
             UpstreamProtocol::Http2 => {
                 parts.version = Version::HTTP_2;
@@ -343,11 +350,16 @@ fn authority_value(a: &http::uri::Authority) -> HeaderValue {
 
 /// Maps a hyper client error to a proxy error by walking its causes.
 fn classify_client_error(e: &hyper_util::client::legacy::Error, addr: &str) -> ProxyError {
+    // Our body limit surfaces nested under hyper's "user body" error, so look for it first.
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.downcast_ref::<BodyTooLarge>().is_some() {
             return ProxyError::new(ErrorKind::BodyTooLarge, s.to_string());
         }
+        source = s.source();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return ProxyError::new(ErrorKind::UpstreamTimeout, format!("{addr}: {io}"));

@@ -1,0 +1,301 @@
+//! The `sluice` binary end to end: `check` reports config and certificate problems by file,
+//! key and problem (and exits non-zero), accepts a good config; `demo` binds the addresses it
+//! is given, prints where it listens, serves HTTP, HTTPS (h2 by ALPN, trusting the printed
+//! certificate) and the admin health check, and exits 0 after a graceful stop on SIGTERM.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn check(config: &Path) -> Output {
+    Command::new(SLUICE)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const POOL: &str = "[[pool]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9001\"]\n";
+
+#[test]
+fn check_reports_file_key_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[[listener]]\naddress = \"127.0.0.1:8080\"\n\
+         [[pool]]\nname = \"web\"\nendpoints = [{ address = \"127.0.0.1:9001\", weight = 0 }]\n",
+    );
+    let out = check(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+    assert!(stderr.contains("pool[0].endpoints[0].weight"), "{stderr}");
+    assert!(stderr.contains("0 is out of range 1..=10000"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let typo = write(
+        dir.path(),
+        "typo.toml",
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\n{POOL}[timeouts]\nclient_idel = \"5s\"\n"
+        ),
+    );
+    let out = check(&typo);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("typo.toml"), "{stderr}");
+    assert!(stderr.contains("client_idel"), "{stderr}");
+    assert!(stderr.contains("unknown field"), "{stderr}");
+}
+
+#[test]
+fn check_reports_an_unreadable_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = check(&missing);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_a_good_config_and_reads_its_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    write(dir.path(), "cert.pem", &ck.cert.pem());
+    write(dir.path(), "key.pem", &ck.signing_key.serialize_pem());
+    // Relative certificate paths resolve against the config file's directory.
+    let good = write(
+        dir.path(),
+        "good.toml",
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:8080\"\n\
+             [[listener]]\naddress = \"127.0.0.1:8443\"\n\
+             tls = {{ certificates = [{{ cert = \"cert.pem\", key = \"key.pem\" }}] }}\n{POOL}"
+        ),
+    );
+    let out = check(&good);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok"), "{stdout}");
+    assert!(stdout.contains("2 listeners"), "{stdout}");
+}
+
+#[test]
+fn check_names_a_missing_certificate_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "tls.toml",
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:8443\"\n\
+             tls = {{ certificates = [{{ cert = \"missing-cert.pem\", key = \"missing-key.pem\" }}] }}\n{POOL}"
+        ),
+    );
+    let out = check(&cfg);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cert = dir.path().join("missing-cert.pem");
+    assert!(stderr.contains(&cert.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("listener[0].tls.certificates[0].cert"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+/// What the demo printed about itself.
+#[derive(Debug)]
+struct Banner {
+    http: SocketAddr,
+    https: SocketAddr,
+    admin: SocketAddr,
+    certificate: PathBuf,
+}
+
+fn parse_banner(lines: &[String]) -> Banner {
+    let word_after = |label: &str, scheme: &str| -> Option<String> {
+        lines.iter().find_map(|l| {
+            let rest = l.trim_start().strip_prefix(label)?;
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(scheme))
+                .map(str::to_owned)
+        })
+    };
+    let addr = |label: &str, scheme: &str| -> SocketAddr {
+        word_after(label, scheme)
+            .unwrap_or_else(|| panic!("no {label} {scheme} address in {lines:#?}"))
+            .parse()
+            .unwrap()
+    };
+    let certificate = lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("certificate "))
+        .unwrap_or_else(|| panic!("no certificate line in {lines:#?}"))
+        .trim()
+        .into();
+    Banner {
+        http: addr("proxy ", "http://"),
+        https: addr("proxy ", "https://"),
+        admin: addr("admin ", "http://"),
+        certificate,
+    }
+}
+
+async fn h1_get(addr: SocketAddr, path: &str) -> http::Response<Bytes> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    drop(send);
+    conn.abort();
+    http::Response::from_parts(parts, body)
+}
+
+/// An HTTPS GET over h2 (ALPN), trusting only the certificate in `ca`.
+async fn h2_tls_get(addr: SocketAddr, ca: &Path, path: &str) -> http::Response<Bytes> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake trusting the printed certificate");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("https://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    drop(send);
+    conn.abort();
+    http::Response::from_parts(parts, body)
+}
+
+#[tokio::test]
+async fn demo_serves_and_stops_gracefully_on_sigterm() {
+    let mut child = tokio::process::Command::new(SLUICE)
+        .args([
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let mut lines = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let done = line.contains("press Ctrl-C");
+            lines.push(line);
+            if done {
+                return;
+            }
+        }
+        panic!("demo exited before it was ready: {lines:#?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("demo not ready within 30s"));
+    let banner = parse_banner(&lines);
+    for a in [banner.http, banner.https, banner.admin] {
+        assert!(a.ip().is_loopback() && a.port() != 0, "{banner:?}");
+    }
+
+    let exchange = async {
+        let resp = h1_get(banner.http, "/").await;
+        assert_eq!(resp.status(), 200);
+        let origin = resp.headers()["x-origin"].to_str().unwrap().to_owned();
+        assert!(origin.starts_with("origin-"), "{origin}");
+
+        let resp = h2_tls_get(banner.https, &banner.certificate, "/").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert!(resp.headers().contains_key("x-origin"));
+
+        let resp = h1_get(banner.admin, "/health").await;
+        assert_eq!(resp.status(), 200);
+        let json: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(json["status"], "ok");
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("demo answers");
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (rest, status) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut rest = Vec::new();
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        (rest, child.wait().await.unwrap())
+    })
+    .await
+    .expect("demo stops within 30s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}; output {rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopping: Drained")),
+        "{rest:#?}"
+    );
+    assert!(
+        !banner.certificate.exists(),
+        "the demo removes its temporary certificate"
+    );
+}

@@ -1,0 +1,362 @@
+//! Header duties of the proxy as an intermediary (RFC 9110 §7.6): hop-by-hop fields and the
+//! fields `Connection` names are removed in both directions; `Via` is added (appended to an
+//! existing one) to requests and responses; `X-Forwarded-For/-Proto/-Host` are set; `Host` is
+//! kept unless `preserve_host = false`; all of it can be switched off; end-to-end fields pass
+//! untouched; and `Connection` cannot be used to strip `Content-Length` or `Host`.
+
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use sluice_tests::*;
+
+/// What the echo origin saw for request header `name`.
+fn seen(resp: &Response<Incoming>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(format!("x-echo-h-{name}"))
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+fn all(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn with_headers(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().uri(uri).header("host", "example.test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(full("")).unwrap()
+}
+
+/// A body-less copy of `req`.
+fn req_clone(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(full(""));
+    *copy.uri_mut() = req.uri().clone();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "x-named-hop",
+    "x-other-hop",
+];
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_never_reach_the_origin() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+    let req = with_headers(
+        "/",
+        &[
+            ("connection", "keep-alive, X-Named-Hop"),
+            ("connection", "x-other-hop"),
+            ("keep-alive", "timeout=5, max=100"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers, deflate"),
+            ("trailer", "x-checksum"),
+            // No `Connection: upgrade`, so this is no upgrade request, just a stray field.
+            ("upgrade", "h2c"),
+            ("x-named-hop", "secret"),
+            ("x-other-hop", "secret"),
+            ("x-end-to-end", "kept"),
+            ("content-type", "application/json; charset=utf-8"),
+        ],
+    );
+    // Control: straight to the origin, every one of them arrives.
+    let direct = send(&mut h1(origin.addr).await, req_clone(&req)).await;
+    for name in HOP_BY_HOP {
+        assert!(
+            seen(&direct, name).is_some(),
+            "control: origin never saw {name}"
+        );
+    }
+    let resp = send(&mut c, req).await;
+    assert_eq!(resp.status(), 200);
+    for name in HOP_BY_HOP {
+        assert_eq!(seen(&resp, name), None, "{name} reached the origin");
+    }
+    assert_eq!(seen(&resp, "x-end-to-end").as_deref(), Some("kept"));
+    assert_eq!(
+        seen(&resp, "content-type").as_deref(),
+        Some("application/json; charset=utf-8")
+    );
+    body_bytes(resp).await;
+    // The stray `Upgrade` did not turn the connection into anything else.
+    let resp = send(&mut c, get("/again", "example.test")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(origin.hits(), 3, "control + 2 through the proxy");
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_never_reach_the_client() {
+    let origin = Origin::start(|_req: Request<Incoming>| async {
+        let mut r = text(200, "hello");
+        let h = r.headers_mut();
+        for (k, v) in [
+            ("connection", "X-Named-Hop, x-other-hop"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "h2c"),
+            ("x-named-hop", "secret"),
+            ("x-other-hop", "secret"),
+            ("x-end-to-end", "kept"),
+            ("content-type", "text/x-test"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        r
+    })
+    .await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .start()
+        .await;
+    // Control: straight from the origin, every one of them is sent.
+    let direct = send(&mut h1(origin.addr).await, get("/", "example.test")).await;
+    for name in HOP_BY_HOP {
+        assert!(
+            direct.headers().contains_key(name),
+            "control: origin sent no {name}"
+        );
+    }
+    let mut c = h1(proxy.http).await;
+    let resp = send(&mut c, get("/", "example.test")).await;
+    assert_eq!(resp.status(), 200);
+    for name in HOP_BY_HOP {
+        assert!(
+            !resp.headers().contains_key(name),
+            "{name} reached the client: {:?}",
+            resp.headers()
+        );
+    }
+    assert_eq!(resp.headers()["x-end-to-end"], "kept");
+    assert_eq!(resp.headers()["content-type"], "text/x-test");
+    // Set-Cookie is not a list field: its lines must stay separate.
+    assert_eq!(all(resp.headers(), "set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(body_bytes(resp).await, "hello");
+}
+
+#[tokio::test]
+async fn via_is_added_to_requests_and_responses() {
+    let origin = Origin::start(|req: Request<Incoming>| async move {
+        let upstream_via = req.headers().get("x-origin-via").cloned();
+        let mut r = echo_response("a", req).await;
+        if let Some(v) = upstream_via {
+            r.headers_mut().insert("via", v);
+        }
+        r
+    })
+    .await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+
+    let resp = send(&mut c, get("/", "example.test")).await;
+    assert_eq!(seen(&resp, "via").as_deref(), Some("1.1 sluice"));
+    assert_eq!(all(resp.headers(), "via"), ["1.1 sluice"]);
+    body_bytes(resp).await;
+
+    let req = with_headers(
+        "/",
+        &[("via", "1.0 corp-proxy"), ("x-origin-via", "1.1 cdn-edge")],
+    );
+    let resp = send(&mut c, req).await;
+    assert_eq!(
+        seen(&resp, "via").as_deref(),
+        Some("1.0 corp-proxy, 1.1 sluice")
+    );
+    assert_eq!(
+        all(resp.headers(), "via").join(", "),
+        "1.1 cdn-edge, 1.1 sluice"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_headers_describe_the_client_connection() {
+    let origin = Origin::echo("a").await;
+    let certs = Certs::new();
+    let leaf = certs.issue("site", &["example.test"]);
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .tls(&[&leaf])
+        .start()
+        .await;
+
+    let mut c = h1(proxy.http).await;
+    let resp = send(&mut c, with_headers("/", &[])).await;
+    assert_eq!(seen(&resp, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen(&resp, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen(&resp, "x-forwarded-host").as_deref(),
+        Some("example.test")
+    );
+    body_bytes(resp).await;
+
+    // An existing chain is extended; claims about proto and host are replaced, not trusted.
+    let mut req = with_headers(
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.7, 198.51.100.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+        ],
+    );
+    req.headers_mut()
+        .insert("host", "example.test:8080".parse().unwrap());
+    let resp = send(&mut c, req).await;
+    assert_eq!(
+        seen(&resp, "x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 198.51.100.1, 127.0.0.1")
+    );
+    assert_eq!(seen(&resp, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen(&resp, "x-forwarded-host").as_deref(),
+        Some("example.test:8080")
+    );
+
+    let tls = tls_connect(
+        proxy.https.unwrap(),
+        "example.test",
+        certs.client_config(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let mut c = h1_over(tls).await;
+    let resp = send(&mut c, with_headers("/", &[])).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen(&resp, "x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(seen(&resp, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn host_is_kept_unless_preserve_host_is_off() {
+    let origin = Origin::echo("a").await;
+    let keep = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .start()
+        .await;
+    let resp = send(&mut h1(keep.http).await, get("/", "example.test:8080")).await;
+    assert_eq!(seen(&resp, "host").as_deref(), Some("example.test:8080"));
+
+    let rewrite = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .toml("[proxy]\npreserve_host = false")
+        .start()
+        .await;
+    let resp = send(&mut h1(rewrite.http).await, get("/", "example.test:8080")).await;
+    assert_eq!(seen(&resp, "host"), Some(origin.addr.to_string()));
+    // The client's host is still reported, just not as Host.
+    assert_eq!(
+        seen(&resp, "x-forwarded-host").as_deref(),
+        Some("example.test:8080")
+    );
+}
+
+#[tokio::test]
+async fn via_and_forwarded_headers_can_be_turned_off() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .toml("[proxy]\nvia = false\nforwarded_headers = false")
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+    let resp = send(&mut c, get("/", "example.test")).await;
+    assert_eq!(resp.status(), 200);
+    for name in [
+        "via",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    ] {
+        assert_eq!(seen(&resp, name), None, "{name} was added");
+    }
+    assert!(!resp.headers().contains_key("via"));
+    body_bytes(resp).await;
+
+    // Switched off means untouched: what the client sent passes as it was.
+    let req = with_headers("/", &[("x-forwarded-for", "203.0.113.7"), ("via", "1.0 a")]);
+    let resp = send(&mut c, req).await;
+    assert_eq!(
+        seen(&resp, "x-forwarded-for").as_deref(),
+        Some("203.0.113.7")
+    );
+    assert_eq!(seen(&resp, "via").as_deref(), Some("1.0 a"));
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_framing_or_host() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .start()
+        .await;
+    let resp = raw(
+        proxy.http,
+        b"POST /p HTTP/1.1\r\nHost: example.test\r\nConnection: close, Content-Length, Host\r\n\
+          Content-Length: 5\r\n\r\nhello",
+        10,
+    )
+    .await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(lower.contains("x-echo-h-content-length: 5\r\n"), "{resp}");
+    assert!(lower.contains("x-echo-h-host: example.test\r\n"), "{resp}");
+    assert!(!lower.contains("x-echo-h-connection"), "{resp}");
+    // The origin received exactly the five body bytes.
+    assert!(resp.ends_with("\r\n\r\na 5"), "{resp}");
+}
+
+#[tokio::test]
+async fn the_request_target_authority_wins_over_host() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .start()
+        .await;
+    // RFC 9112 §3.2.2: with an absolute-form target, Host is ignored and a proxy generates
+    // a new one from the target, so the origin and the proxy agree on the authority.
+    let resp = raw(
+        proxy.http,
+        b"GET http://target.test/x HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+        10,
+    )
+    .await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(lower.contains("x-echo-h-host: target.test\r\n"), "{resp}");
+    assert!(
+        lower.contains("x-echo-h-x-forwarded-host: target.test\r\n"),
+        "{resp}"
+    );
+    assert!(lower.contains("x-echo-uri: /x\r\n"), "{resp}");
+
+    // The same for h2, whose :authority is the target's authority.
+    let mut c = h2c(proxy.http).await;
+    let resp = send2(&mut c, get("http://target.test/x", "other.test")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen(&resp, "host").as_deref(), Some("target.test"));
+    assert_eq!(
+        seen(&resp, "x-forwarded-host").as_deref(),
+        Some("target.test")
+    );
+}

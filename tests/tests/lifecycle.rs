@@ -1,0 +1,354 @@
+//! Connection and process lifecycle: graceful shutdown (drain, refusing new connections,
+//! `Drained` vs `TimedOut`), the client idle and header timeouts, and certificate reload (file
+//! watcher and API) without disturbing established TLS connections.
+
+use sluice_tests::sluice::ShutdownOutcome;
+use sluice_tests::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Guard against hangs: every awaited event must happen well within this.
+const GUARD: Duration = Duration::from_secs(10);
+
+async fn guarded<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(GUARD, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not happen within {GUARD:?}"))
+}
+
+/// An origin whose `/park` requests report arrival on the channel and then wait for a permit
+/// on the semaphore before answering with a 64 KiB body; other paths answer at once.
+async fn parking_origin() -> (Origin, mpsc::UnboundedReceiver<()>, Arc<Semaphore>) {
+    let (arrived_tx, arrived) = mpsc::unbounded_channel::<()>();
+    let release = Arc::new(Semaphore::new(0));
+    let gate = release.clone();
+    let origin = Origin::start(move |req| {
+        let arrived = arrived_tx.clone();
+        let gate = gate.clone();
+        async move {
+            if req.uri().path() == "/park" {
+                arrived.send(()).unwrap();
+                gate.acquire().await.unwrap().forget();
+                text(200, vec![b'p'; 64 * 1024])
+            } else {
+                text(200, "quick")
+            }
+        }
+    })
+    .await;
+    (origin, arrived, release)
+}
+
+/// Sends one keep-alive request on a raw connection and reads its response.
+async fn raw_request(s: &mut TcpStream, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    raw_read_response(s, 5).await
+}
+
+/// True when the server closed or reset `s` without sending anything.
+async fn closed_silently(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    match guarded("close", s.read(&mut buf)).await {
+        Ok(0) | Err(_) => true,
+        Ok(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
+    let (origin, mut arrived, release) = parking_origin().await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .admin(None)
+        .start()
+        .await;
+    let addr = proxy.http;
+
+    // A request in flight, parked at the origin.
+    let mut busy = h1(addr).await;
+    let in_flight = tokio::spawn(async move {
+        let resp = busy.send_request(get("/park", "example.test")).await?;
+        let status = resp.status();
+        let body = resp.into_body();
+        let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+        Ok::<_, hyper::Error>((status, body))
+    });
+    guarded("request reaches the origin", arrived.recv())
+        .await
+        .unwrap();
+
+    // An idle keep-alive connection: shutdown closes it, which tells us shutdown has begun.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let resp = raw_request(&mut idle, "/").await;
+    assert_eq!(raw_status(&resp), 200);
+
+    let shutdown = tokio::spawn(proxy.running.shutdown());
+    assert!(
+        closed_silently(&mut idle).await,
+        "idle connection closed on shutdown"
+    );
+
+    // New connections are refused, or accepted and closed without being served.
+    match TcpStream::connect(addr).await {
+        Err(_) => {}
+        Ok(mut s) => assert!(closed_silently(&mut s).await, "new connection was served"),
+    }
+    assert!(!shutdown.is_finished(), "shutdown waits for the request");
+
+    release.add_permits(1);
+    let (status, body) = guarded("in-flight request", in_flight)
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 64 * 1024);
+    assert!(body.iter().all(|&b| b == b'p'));
+
+    let outcome = guarded("shutdown", shutdown).await.unwrap();
+    assert_eq!(outcome, ShutdownOutcome::Drained);
+    assert!(TcpStream::connect(addr).await.is_err(), "listener is gone");
+}
+
+#[tokio::test]
+async fn shutdown_times_out_when_a_request_never_finishes() {
+    let (origin, mut arrived, _release) = parking_origin().await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .toml("[timeouts]\nshutdown_grace = \"200ms\"")
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+    let _stuck = tokio::spawn(async move { c.send_request(get("/park", "example.test")).await });
+    guarded("request reaches the origin", arrived.recv())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let outcome = guarded("shutdown", proxy.running.shutdown()).await;
+    assert_eq!(outcome, ShutdownOutcome::TimedOut);
+    assert!(start.elapsed() >= Duration::from_millis(190));
+}
+
+#[tokio::test]
+async fn shutdown_with_nothing_open_is_drained_at_once() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .admin(None)
+        .toml("[timeouts]\nshutdown_grace = \"30s\"")
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+    let resp = c.send_request(get("/", "example.test")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    body_bytes(resp).await;
+    let mut c2 = h2c(proxy.http).await;
+    let resp = c2.send_request(get("/", "example.test")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    body_bytes(resp).await;
+    let mut admin = TcpStream::connect(proxy.admin.unwrap()).await.unwrap();
+    let resp = raw_request(&mut admin, "/health").await;
+    assert_eq!(raw_status(&resp), 200);
+    // Idle client connections (h1, h2c, admin) are closed by the shutdown, not waited for.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), proxy.running.shutdown())
+        .await
+        .expect("idle connections do not hold up shutdown");
+    assert_eq!(outcome, ShutdownOutcome::Drained);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_client_idle() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .toml("[timeouts]\nclient_idle = \"300ms\"\nclient_header = \"30s\"")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(proxy.http).await.unwrap();
+    let resp = raw_request(&mut s, "/").await;
+    assert_eq!(raw_status(&resp), 200);
+    assert!(!resp.to_ascii_lowercase().contains("connection: close"));
+    let idle_since = Instant::now();
+    let rest = raw_until_closed(&mut s, 5).await;
+    assert_eq!(rest, "", "nothing is sent on an idle close");
+    let waited = idle_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}, before client_idle"
+    );
+}
+
+#[tokio::test]
+async fn partial_request_head_is_dropped_after_client_header() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .toml("[timeouts]\nclient_header = \"300ms\"\nclient_idle = \"60s\"")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(proxy.http).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: example.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let got = raw_until_closed(&mut s, 5).await;
+    assert_eq!(got, "", "dropped without a response");
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(origin.hits(), 0);
+
+    // A connection that never sends a byte is cut off the same way.
+    let mut silent = TcpStream::connect(proxy.http).await.unwrap();
+    assert_eq!(raw_until_closed(&mut silent, 5).await, "");
+}
+
+/// `client_header` bounds how long a request head may take to arrive; it must not cut off a
+/// keep-alive connection that is merely idle between requests (that is `client_idle`'s job).
+///
+/// No sleep: a second "witness" connection sends half a request head *after* the first
+/// connection's request finished, and is dropped `client_header` later. Once the witness is
+/// gone, the first connection has been idle for longer than `client_header` too, and its
+/// watchdog (whose deadline was earlier) has already run.
+#[tokio::test]
+async fn idle_connection_is_not_cut_by_client_header() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .toml("[timeouts]\nclient_header = \"300ms\"\nclient_idle = \"60s\"")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(proxy.http).await.unwrap();
+    assert_eq!(raw_status(&raw_request(&mut s, "/first").await), 200);
+    let idle_since = Instant::now();
+
+    let mut witness = TcpStream::connect(proxy.http).await.unwrap();
+    witness.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    assert_eq!(raw_until_closed(&mut witness, 5).await, "");
+    assert!(idle_since.elapsed() >= Duration::from_millis(300));
+
+    let resp = raw_request(&mut s, "/second").await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(resp.contains("x-echo-uri: /second"), "{resp}");
+    assert_eq!(origin.hits(), 2);
+}
+
+/// A TLS client: connects with SNI `localhost`, trusting the test CA, speaking HTTP/1.1.
+async fn tls_client(certs: &Certs, addr: std::net::SocketAddr) -> (Vec<u8>, H1) {
+    let stream = guarded(
+        "TLS handshake",
+        tls_connect(addr, "localhost", certs.client_config(&[b"http/1.1"])),
+    )
+    .await
+    .unwrap();
+    let der = peer_cert(&stream);
+    (der, h1_over(stream).await)
+}
+
+fn der_of(leaf: &Leaf) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+async fn get_ok(c: &mut H1) {
+    let resp = guarded("request", c.send_request(get("/", "localhost")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_bytes(resp).await, "a 0");
+}
+
+#[tokio::test]
+async fn certificate_files_are_reloaded_on_change_without_dropping_connections() {
+    let certs = Certs::new();
+    let a = certs.issue("a", &["localhost"]);
+    // Issued before the proxy starts: writing it later would itself be a change to watch.
+    let b = certs.issue("b", &["localhost"]);
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .tls(&[&a])
+        .start()
+        .await;
+    let https = proxy.https.unwrap();
+
+    let (der1, mut c1) = tls_client(&certs, https).await;
+    assert_eq!(der1, der_of(&a));
+    get_ok(&mut c1).await;
+
+    let mut reloads = proxy.running.certificate_reloads();
+    b.write_to(&a.cert, &a.key);
+    // The watcher debounces; a reload may also catch a half-written pair (which fails and is
+    // skipped) or land between the two files, so wait until a new connection sees B.
+    let seen = guarded("reload to certificate B", async {
+        loop {
+            reloads.changed().await.unwrap();
+            let (der, _) = tls_client(&certs, https).await;
+            if der == der_of(&b) {
+                return der;
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen, der_of(&b));
+
+    // The established connection keeps working (and keeps certificate A).
+    get_ok(&mut c1).await;
+    let (der2, mut c2) = tls_client(&certs, https).await;
+    assert_eq!(der2, der_of(&b));
+    get_ok(&mut c2).await;
+    get_ok(&mut c1).await;
+}
+
+#[tokio::test]
+async fn failed_certificate_reload_keeps_the_current_certificate() {
+    let certs = Certs::new();
+    let a = certs.issue("a", &["localhost"]);
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[origin.addr])
+        .tls(&[&a])
+        .start()
+        .await;
+    let https = proxy.https.unwrap();
+    let (der, mut c1) = tls_client(&certs, https).await;
+    assert_eq!(der, der_of(&a));
+
+    let before = *proxy.running.certificate_reloads().borrow();
+    std::fs::write(
+        &a.key,
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = proxy
+        .running
+        .reload_certificates()
+        .expect_err("a broken key must not load");
+    let shown = err.to_string();
+    assert!(shown.contains(&a.key.display().to_string()), "{shown}");
+    assert!(shown.contains("certificates[0].key"), "{shown}");
+    assert_eq!(*proxy.running.certificate_reloads().borrow(), before);
+
+    // Still serving A, on old and new connections.
+    get_ok(&mut c1).await;
+    let (der, mut c2) = tls_client(&certs, https).await;
+    assert_eq!(der, der_of(&a));
+    get_ok(&mut c2).await;
+
+    // A key that does not match the certificate is refused too.
+    let other = certs.issue("other", &["localhost"]);
+    std::fs::write(&a.key, &other.key_pem).unwrap();
+    let err = proxy.running.reload_certificates().unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let (der, _) = tls_client(&certs, https).await;
+    assert_eq!(der, der_of(&a));
+
+    // Fixing the files makes the API reload succeed.
+    a.write_to(&a.cert, &a.key);
+    proxy.running.reload_certificates().unwrap();
+    assert!(*proxy.running.certificate_reloads().borrow() > before);
+}
