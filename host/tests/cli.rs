@@ -4,16 +4,14 @@
 //! certificate) and the admin health check, and exits 0 after a graceful stop on SIGTERM.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sluice_tests::{client_config_trusting, get, h1, h2_over, send, send2, tls_connect};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -161,57 +159,27 @@ fn parse_banner(lines: &[String]) -> Banner {
     }
 }
 
+/// GET `path` from the HTTP/1.1 listener at `addr`, with the body read in full.
 async fn h1_get(addr: SocketAddr, path: &str) -> http::Response<Bytes> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    drop(send);
-    conn.abort();
-    http::Response::from_parts(parts, body)
+    read_in_full(send(&mut h1(addr).await, get(path, "localhost")).await).await
 }
 
-/// An HTTPS GET over h2 (ALPN), trusting only the certificate in `ca`.
+/// An HTTPS GET over h2 (ALPN), trusting only the certificate in `ca`, with the body read in
+/// full.
 async fn h2_tls_get(addr: SocketAddr, ca: &Path, path: &str) -> http::Response<Bytes> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect("localhost".try_into().unwrap(), tcp)
+    let ca_pem = std::fs::read_to_string(ca).unwrap();
+    let tls = tls_connect(addr, "localhost", client_config_trusting(&ca_pem, &[b"h2"]))
         .await
         .expect("TLS handshake trusting the printed certificate");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get(format!("https://localhost{path}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let req = get(&format!("https://localhost{path}"), "localhost");
+    read_in_full(send2(&mut h2_over(tls).await, req).await).await
+}
+
+/// `resp` with its body read in full.
+async fn read_in_full(resp: http::Response<Incoming>) -> http::Response<Bytes> {
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    drop(send);
-    conn.abort();
-    http::Response::from_parts(parts, body)
+    http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test]

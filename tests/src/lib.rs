@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -231,18 +232,12 @@ impl Certs {
 
     /// Client config trusting this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(cfg)
+        client_config_trusting(&self.ca_pem, alpn)
+    }
+
+    /// A root store holding just this CA, for clients built by hand.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        roots_from_pem(&self.ca_pem)
     }
 
     /// Server config for an origin presenting `leaf`.
@@ -265,7 +260,36 @@ impl Certs {
 
 use rustls_pki_types::pem::PemObject;
 
+/// A root store holding every certificate in `pem`.
+fn roots_from_pem(pem: &str) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    roots
+}
+
+/// A client config (safe default TLS versions) trusting only the certificates in `ca_pem`,
+/// offering `alpn`.
+pub fn client_config_trusting(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots_from_pem(ca_pem))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
 impl Leaf {
+    /// The certificate's DER, as a server presenting it sends it (compare with [`peer_cert`]).
+    pub fn der(&self) -> Vec<u8> {
+        rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
     /// Writes this certificate and key to the given paths (atomically, via rename).
     pub fn write_to(&self, cert: &std::path::Path, key: &std::path::Path) {
         for (path, pem) in [(cert, &self.cert_pem), (key, &self.key_pem)] {
@@ -279,7 +303,7 @@ impl Leaf {
 /// Builds a proxy config as TOML and starts it in-process.
 ///
 /// ```ignore
-/// let proxy = ProxyBuilder::new().pool("web", &[origin.addr]).start().await;
+/// let proxy = ProxyBuilder::for_origin(&origin).admin(None).start().await;
 /// ```
 pub struct ProxyBuilder {
     pools: Vec<String>,
@@ -302,6 +326,12 @@ impl ProxyBuilder {
             sections: Vec::new(),
             admin: None,
         }
+    }
+
+    /// The usual proxy in front of one origin: a builder whose first (so default) pool, `web`,
+    /// is `origin`.
+    pub fn for_origin(origin: &Origin) -> Self {
+        Self::new().pool("web", &[origin.addr])
     }
 
     /// A plain HTTP/1.1 pool. The first pool added is the default pool.
@@ -397,6 +427,50 @@ pub struct TestProxy {
     pub running: sluice::Running,
 }
 
+/// The usual HTTPS fixture: a fresh CA, a leaf certificate for one server name, and an
+/// [`Origin::echo`] origin `a` behind a proxy whose `https` listener presents that leaf (its
+/// plain `http` listener is there too).
+pub struct TlsSite {
+    pub name: String,
+    pub certs: Certs,
+    pub leaf: Leaf,
+    pub origin: Origin,
+    pub proxy: TestProxy,
+}
+
+impl TlsSite {
+    /// Issues a leaf for `name` and starts the origin and the proxy.
+    pub async fn start(name: &str) -> TlsSite {
+        let certs = Certs::new();
+        let leaf = certs.issue("site", &[name]);
+        let origin = Origin::echo("a").await;
+        let proxy = ProxyBuilder::for_origin(&origin)
+            .tls(&[&leaf])
+            .start()
+            .await;
+        TlsSite {
+            name: name.to_string(),
+            certs,
+            leaf,
+            origin,
+            proxy,
+        }
+    }
+
+    /// The address of the `https` listener.
+    pub fn https(&self) -> SocketAddr {
+        self.proxy.https.unwrap()
+    }
+
+    /// A TLS connection to the `https` listener with SNI `name`, trusting the CA and offering
+    /// `alpn`. Panics if the handshake fails.
+    pub async fn connect(&self, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        tls_connect(self.https(), &self.name, self.certs.client_config(alpn))
+            .await
+            .unwrap()
+    }
+}
+
 pub type H1 = hyper::client::conn::http1::SendRequest<Body>;
 pub type H2 = hyper::client::conn::http2::SendRequest<Body>;
 
@@ -478,9 +552,31 @@ pub fn get(uri: &str, host: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// Response header `name` as text, if present.
+pub fn header<'r>(resp: &'r Response<Incoming>, name: &str) -> Option<&'r str> {
+    resp.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+/// What an [`Origin::echo`] origin saw for request header `name` (its `x-echo-h-<name>`
+/// response header).
+pub fn echoed<'r>(resp: &'r Response<Incoming>, name: &str) -> Option<&'r str> {
+    header(resp, &format!("x-echo-h-{name}"))
+}
+
 /// Collects a response body.
 pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {
     resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// How long any single awaited event in a test may take before [`guarded`] fails the test.
+pub const GUARD: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test (naming `what`) if it takes longer than [`GUARD`], so a hang
+/// shows up as a failure instead of a stuck test.
+pub async fn guarded<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(GUARD, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not happen within {GUARD:?}"))
 }
 
 /// Sends raw bytes and returns everything the server sends until it closes the connection.
@@ -488,18 +584,7 @@ pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {
 pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: u64) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(limit),
-        s.read_to_end(&mut out),
-    )
-    .await;
-    assert!(
-        read.is_ok(),
-        "server did not close within {limit}s; got so far: {}",
-        String::from_utf8_lossy(&out)
-    );
-    String::from_utf8_lossy(&out).into_owned()
+    raw_until_closed(&mut s, limit).await
 }
 
 /// The status code of the first response in a raw HTTP/1.1 exchange.
@@ -508,6 +593,26 @@ pub fn raw_status(resp: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {resp:?}"))
+}
+
+/// The head of a raw HTTP/1.1 response, lower-cased, for header assertions: every line of it
+/// ends in `\r\n`, so `contains("name: value\r\n")` matches a whole field.
+pub fn raw_head_lower(resp: &str) -> String {
+    let end = resp.find("\r\n\r\n").map_or(resp.len(), |i| i + 2);
+    resp[..end].to_ascii_lowercase()
+}
+
+/// The body of a raw HTTP/1.1 response: everything after the head.
+pub fn raw_body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Sends `GET <path>` for `example.test` on the kept-alive connection `s` and reads the one
+/// response (see [`raw_read_response`], bounded by 5 seconds).
+pub async fn raw_get(s: &mut TcpStream, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    raw_read_response(s, 5).await
 }
 
 /// Reads exactly one HTTP/1.1 response (head plus a `content-length` body) from `s`, leaving
@@ -538,7 +643,7 @@ pub async fn raw_read_response(s: &mut TcpStream, limit: u64) -> String {
         s.read_exact(&mut body).await.unwrap();
         head + &String::from_utf8_lossy(&body)
     };
-    tokio::time::timeout(std::time::Duration::from_secs(limit), read)
+    tokio::time::timeout(Duration::from_secs(limit), read)
         .await
         .unwrap_or_else(|_| panic!("no complete response within {limit}s"))
 }
@@ -547,11 +652,7 @@ pub async fn raw_read_response(s: &mut TcpStream, limit: u64) -> String {
 /// a close). Bounded by `limit` seconds.
 pub async fn raw_until_closed(s: &mut TcpStream, limit: u64) -> String {
     let mut out = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(limit),
-        s.read_to_end(&mut out),
-    )
-    .await;
+    let read = tokio::time::timeout(Duration::from_secs(limit), s.read_to_end(&mut out)).await;
     assert!(
         read.is_ok(),
         "server did not close within {limit}s; got so far: {}",

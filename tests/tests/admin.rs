@@ -4,7 +4,6 @@
 //! serve.
 
 use sluice_tests::*;
-use std::time::Duration;
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -19,10 +18,7 @@ async fn admin_get(
         req.headers_mut()
             .insert("authorization", a.parse().unwrap());
     }
-    let resp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
-        .await
-        .expect("admin answers")
-        .unwrap();
+    let resp = guarded("admin answers", c.send_request(req)).await.unwrap();
     let (status, headers) = (resp.status(), resp.headers().clone());
     (status, headers, body_bytes(resp).await)
 }
@@ -30,11 +26,7 @@ async fn admin_get(
 #[tokio::test]
 async fn health_is_served_on_the_admin_listener_only() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .admin(None)
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).admin(None).start().await;
     let admin = proxy.admin.unwrap();
     assert_ne!(admin, proxy.http);
 
@@ -47,11 +39,7 @@ async fn health_is_served_on_the_admin_listener_only() {
     assert_eq!(origin.hits(), 0);
 
     // On the proxy listener, /health is just a path: it goes to the origin.
-    let mut c = h1(proxy.http).await;
-    let resp = c
-        .send_request(get("/health", "example.test"))
-        .await
-        .unwrap();
+    let resp = send(&mut h1(proxy.http).await, get("/health", "example.test")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-origin"], "a");
     assert_eq!(resp.headers()["x-echo-uri"], "/health");
@@ -62,11 +50,7 @@ async fn health_is_served_on_the_admin_listener_only() {
 #[tokio::test]
 async fn unknown_admin_path_is_404_and_wrong_method_405() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .admin(None)
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).admin(None).start().await;
     let admin = proxy.admin.unwrap();
     let (status, headers, body) = admin_get(admin, "/nope", None).await;
     assert_eq!(status, 404);
@@ -87,8 +71,7 @@ async fn unknown_admin_path_is_404_and_wrong_method_405() {
 #[tokio::test]
 async fn token_is_required_when_configured() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .admin(Some(TOKEN))
         .start()
         .await;
@@ -123,11 +106,7 @@ async fn token_is_required_when_configured() {
     assert_eq!(status, 404);
 
     // The token guards the admin API only; proxied requests do not need it.
-    let mut c = h1(proxy.http).await;
-    let resp = c
-        .send_request(get("/health", "example.test"))
-        .await
-        .unwrap();
+    let resp = send(&mut h1(proxy.http).await, get("/health", "example.test")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-origin"], "a");
 }

@@ -12,15 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-/// Guard against hangs: every awaited exchange must finish well within this.
-const GUARD: Duration = Duration::from_secs(10);
-
-async fn guarded<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(GUARD, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {GUARD:?}"))
-}
-
 /// An address with nothing listening: bind an ephemeral port and release it.
 async fn dead_address() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -40,15 +31,6 @@ async fn assert_serves(proxy: &TestProxy) {
     .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-origin"], "a");
-}
-
-/// The head of a raw response, lower-cased, for header assertions.
-fn head_lower(resp: &str) -> String {
-    resp.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
-}
-
-fn body_of(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
 #[tokio::test]
@@ -89,8 +71,7 @@ async fn upstream_down_is_502_without_details() {
 #[tokio::test]
 async fn silent_upstream_is_504_after_upstream_response_timeout() {
     let origin = Origin::start(|_req| std::future::pending()).await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .toml("[timeouts]\nupstream_response = \"300ms\"")
         .start()
         .await;
@@ -167,11 +148,7 @@ async fn upstream_closing_mid_headers_is_502() {
 
 async fn proxy_with_echo(extra: &str) -> (Origin, TestProxy) {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .toml(extra)
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).toml(extra).start().await;
     (origin, proxy)
 }
 
@@ -183,16 +160,13 @@ async fn http11_without_host_is_400() {
     let resp = raw_read_response(&mut s, 5).await;
     assert_eq!(raw_status(&resp), 400, "{resp}");
     assert!(
-        head_lower(&resp).contains("content-type: text/plain"),
+        raw_head_lower(&resp).contains("content-type: text/plain"),
         "{resp}"
     );
-    assert_eq!(body_of(&resp), "400 Bad Request\n");
+    assert_eq!(raw_body(&resp), "400 Bad Request\n");
     assert_eq!(origin.hits(), 0);
     // The framing was fine, so the connection is kept and serves the next request.
-    s.write_all(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = raw_read_response(&mut s, 5).await;
+    let resp = raw_get(&mut s, "/next").await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(origin.hits(), 1);
     assert_serves(&proxy).await;
@@ -234,10 +208,10 @@ async fn content_length_with_transfer_encoding_is_framed_by_te_and_closes() {
         // `raw` asserts that the server closes the connection.
         let resp = raw(proxy.http, req.as_bytes(), 5).await;
         assert_eq!(raw_status(&resp), 200, "{order:?}: {resp}");
-        let head = head_lower(&resp);
+        let head = raw_head_lower(&resp);
         assert!(head.contains("x-echo-uri: /upload"), "{resp}");
         assert!(!head.contains("x-echo-h-content-length"), "{resp}");
-        assert_eq!(body_of(&resp), "a 0", "{order:?}: exactly one response");
+        assert_eq!(raw_body(&resp), "a 0", "{order:?}: exactly one response");
         assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
         assert_eq!(origin.hits(), hits + 1, "the smuggled request never ran");
     }
@@ -290,8 +264,11 @@ async fn content_length_over_limit_is_413_without_contacting_origin() {
     )
     .await;
     assert_eq!(raw_status(&resp), 413, "{resp}");
-    assert!(head_lower(&resp).contains("connection: close"), "{resp}");
-    assert_eq!(body_of(&resp), "413 Payload Too Large\n");
+    assert!(
+        raw_head_lower(&resp).contains("connection: close"),
+        "{resp}"
+    );
+    assert_eq!(raw_body(&resp), "413 Payload Too Large\n");
     assert_eq!(origin.hits(), 0);
     // Exactly at the limit is fine.
     let mut c = h1(proxy.http).await;
@@ -320,7 +297,10 @@ async fn chunked_body_growing_past_limit_is_413_and_closes() {
     // 1536 bytes sent, no last chunk: the proxy must not wait for the rest.
     let resp = raw(proxy.http, &req, 5).await;
     assert_eq!(raw_status(&resp), 413, "{resp}");
-    assert!(head_lower(&resp).contains("connection: close"), "{resp}");
+    assert!(
+        raw_head_lower(&resp).contains("connection: close"),
+        "{resp}"
+    );
     assert!(origin.hits() <= 1);
     // A chunked body within the limit goes through.
     let resp = raw(
@@ -331,7 +311,7 @@ async fn chunked_body_growing_past_limit_is_413_and_closes() {
     )
     .await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(body_of(&resp), "a 5");
+    assert_eq!(raw_body(&resp), "a 5");
     assert_serves(&proxy).await;
 }
 
@@ -387,11 +367,9 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
     let (origin, proxy) = proxy_with_echo("").await;
     let mut s = TcpStream::connect(proxy.http).await.unwrap();
     for i in 0..3 {
-        let req = format!("GET /r{i} HTTP/1.1\r\nHost: example.test\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let resp = raw_read_response(&mut s, 5).await;
+        let resp = raw_get(&mut s, &format!("/r{i}")).await;
         assert_eq!(raw_status(&resp), 200, "{resp}");
-        assert!(head_lower(&resp).contains(&format!("x-echo-uri: /r{i}")));
+        assert!(raw_head_lower(&resp).contains(&format!("x-echo-uri: /r{i}")));
     }
     assert_eq!(origin.hits(), 3);
     // And with hyper's client, on one connection.
@@ -425,8 +403,7 @@ async fn connection_limit_answers_503() {
     .await;
     let certs = Certs::new();
     let leaf = certs.issue("leaf", &["localhost"]);
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .tls(&[&leaf])
         .toml("[limits]\nmax_connections = 2")
         .start()
@@ -451,7 +428,7 @@ async fn connection_limit_answers_503() {
     )
     .await;
     assert_eq!(raw_status(&resp), 503, "{resp}");
-    assert!(head_lower(&resp).contains("retry-after"), "{resp}");
+    assert!(raw_head_lower(&resp).contains("retry-after"), "{resp}");
     // The limit spans listeners; over TLS the connection is closed without a handshake.
     let tls = guarded(
         "TLS over the limit",

@@ -4,16 +4,9 @@
 //! kept unless `preserve_host = false`; all of it can be switched off; end-to-end fields pass
 //! untouched; and `Connection` cannot be used to strip `Content-Length` or `Host`.
 
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request};
 use hyper::body::Incoming;
 use sluice_tests::*;
-
-/// What the echo origin saw for request header `name`.
-fn seen(resp: &Response<Incoming>, name: &str) -> Option<String> {
-    resp.headers()
-        .get(format!("x-echo-h-{name}"))
-        .map(|v| v.to_str().unwrap().to_string())
-}
 
 fn all(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
@@ -53,10 +46,7 @@ const HOP_BY_HOP: [&str; 8] = [
 #[tokio::test]
 async fn hop_by_hop_request_headers_never_reach_the_origin() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let mut c = h1(proxy.http).await;
     let req = with_headers(
         "/",
@@ -79,18 +69,18 @@ async fn hop_by_hop_request_headers_never_reach_the_origin() {
     let direct = send(&mut h1(origin.addr).await, req_clone(&req)).await;
     for name in HOP_BY_HOP {
         assert!(
-            seen(&direct, name).is_some(),
+            echoed(&direct, name).is_some(),
             "control: origin never saw {name}"
         );
     }
     let resp = send(&mut c, req).await;
     assert_eq!(resp.status(), 200);
     for name in HOP_BY_HOP {
-        assert_eq!(seen(&resp, name), None, "{name} reached the origin");
+        assert_eq!(echoed(&resp, name), None, "{name} reached the origin");
     }
-    assert_eq!(seen(&resp, "x-end-to-end").as_deref(), Some("kept"));
+    assert_eq!(echoed(&resp, "x-end-to-end"), Some("kept"));
     assert_eq!(
-        seen(&resp, "content-type").as_deref(),
+        echoed(&resp, "content-type"),
         Some("application/json; charset=utf-8")
     );
     body_bytes(resp).await;
@@ -124,10 +114,7 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
         r
     })
     .await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     // Control: straight from the origin, every one of them is sent.
     let direct = send(&mut h1(origin.addr).await, get("/", "example.test")).await;
     for name in HOP_BY_HOP {
@@ -164,14 +151,11 @@ async fn via_is_added_to_requests_and_responses() {
         r
     })
     .await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let mut c = h1(proxy.http).await;
 
     let resp = send(&mut c, get("/", "example.test")).await;
-    assert_eq!(seen(&resp, "via").as_deref(), Some("1.1 sluice"));
+    assert_eq!(echoed(&resp, "via"), Some("1.1 sluice"));
     assert_eq!(all(resp.headers(), "via"), ["1.1 sluice"]);
     body_bytes(resp).await;
 
@@ -180,10 +164,7 @@ async fn via_is_added_to_requests_and_responses() {
         &[("via", "1.0 corp-proxy"), ("x-origin-via", "1.1 cdn-edge")],
     );
     let resp = send(&mut c, req).await;
-    assert_eq!(
-        seen(&resp, "via").as_deref(),
-        Some("1.0 corp-proxy, 1.1 sluice")
-    );
+    assert_eq!(echoed(&resp, "via"), Some("1.0 corp-proxy, 1.1 sluice"));
     assert_eq!(
         all(resp.headers(), "via").join(", "),
         "1.1 cdn-edge, 1.1 sluice"
@@ -192,23 +173,13 @@ async fn via_is_added_to_requests_and_responses() {
 
 #[tokio::test]
 async fn forwarded_headers_describe_the_client_connection() {
-    let origin = Origin::echo("a").await;
-    let certs = Certs::new();
-    let leaf = certs.issue("site", &["example.test"]);
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .tls(&[&leaf])
-        .start()
-        .await;
+    let site = TlsSite::start("example.test").await;
 
-    let mut c = h1(proxy.http).await;
+    let mut c = h1(site.proxy.http).await;
     let resp = send(&mut c, with_headers("/", &[])).await;
-    assert_eq!(seen(&resp, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
-    assert_eq!(seen(&resp, "x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(
-        seen(&resp, "x-forwarded-host").as_deref(),
-        Some("example.test")
-    );
+    assert_eq!(echoed(&resp, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("http"));
+    assert_eq!(echoed(&resp, "x-forwarded-host"), Some("example.test"));
     body_bytes(resp).await;
 
     // An existing chain is extended; claims about proto and host are replaced, not trusted.
@@ -224,58 +195,43 @@ async fn forwarded_headers_describe_the_client_connection() {
         .insert("host", "example.test:8080".parse().unwrap());
     let resp = send(&mut c, req).await;
     assert_eq!(
-        seen(&resp, "x-forwarded-for").as_deref(),
+        echoed(&resp, "x-forwarded-for"),
         Some("203.0.113.7, 198.51.100.1, 127.0.0.1")
     );
-    assert_eq!(seen(&resp, "x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(
-        seen(&resp, "x-forwarded-host").as_deref(),
-        Some("example.test:8080")
-    );
+    assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("http"));
+    assert_eq!(echoed(&resp, "x-forwarded-host"), Some("example.test:8080"));
 
-    let tls = tls_connect(
-        proxy.https.unwrap(),
-        "example.test",
-        certs.client_config(&[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let mut c = h1_over(tls).await;
+    let mut c = h1_over(site.connect(&[b"http/1.1"]).await).await;
     let resp = send(&mut c, with_headers("/", &[])).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(seen(&resp, "x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(seen(&resp, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("https"));
+    assert_eq!(echoed(&resp, "x-forwarded-for"), Some("127.0.0.1"));
 }
 
 #[tokio::test]
 async fn host_is_kept_unless_preserve_host_is_off() {
     let origin = Origin::echo("a").await;
-    let keep = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let keep = ProxyBuilder::for_origin(&origin).start().await;
     let resp = send(&mut h1(keep.http).await, get("/", "example.test:8080")).await;
-    assert_eq!(seen(&resp, "host").as_deref(), Some("example.test:8080"));
+    assert_eq!(echoed(&resp, "host"), Some("example.test:8080"));
 
-    let rewrite = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let rewrite = ProxyBuilder::for_origin(&origin)
         .toml("[proxy]\npreserve_host = false")
         .start()
         .await;
     let resp = send(&mut h1(rewrite.http).await, get("/", "example.test:8080")).await;
-    assert_eq!(seen(&resp, "host"), Some(origin.addr.to_string()));
-    // The client's host is still reported, just not as Host.
     assert_eq!(
-        seen(&resp, "x-forwarded-host").as_deref(),
-        Some("example.test:8080")
+        echoed(&resp, "host"),
+        Some(origin.addr.to_string().as_str())
     );
+    // The client's host is still reported, just not as Host.
+    assert_eq!(echoed(&resp, "x-forwarded-host"), Some("example.test:8080"));
 }
 
 #[tokio::test]
 async fn via_and_forwarded_headers_can_be_turned_off() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .toml("[proxy]\nvia = false\nforwarded_headers = false")
         .start()
         .await;
@@ -288,7 +244,7 @@ async fn via_and_forwarded_headers_can_be_turned_off() {
         "x-forwarded-proto",
         "x-forwarded-host",
     ] {
-        assert_eq!(seen(&resp, name), None, "{name} was added");
+        assert_eq!(echoed(&resp, name), None, "{name} was added");
     }
     assert!(!resp.headers().contains_key("via"));
     body_bytes(resp).await;
@@ -296,20 +252,14 @@ async fn via_and_forwarded_headers_can_be_turned_off() {
     // Switched off means untouched: what the client sent passes as it was.
     let req = with_headers("/", &[("x-forwarded-for", "203.0.113.7"), ("via", "1.0 a")]);
     let resp = send(&mut c, req).await;
-    assert_eq!(
-        seen(&resp, "x-forwarded-for").as_deref(),
-        Some("203.0.113.7")
-    );
-    assert_eq!(seen(&resp, "via").as_deref(), Some("1.0 a"));
+    assert_eq!(echoed(&resp, "x-forwarded-for"), Some("203.0.113.7"));
+    assert_eq!(echoed(&resp, "via"), Some("1.0 a"));
 }
 
 #[tokio::test]
 async fn connection_cannot_strip_framing_or_host() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let resp = raw(
         proxy.http,
         b"POST /p HTTP/1.1\r\nHost: example.test\r\nConnection: close, Content-Length, Host\r\n\
@@ -318,10 +268,10 @@ async fn connection_cannot_strip_framing_or_host() {
     )
     .await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
-    let lower = resp.to_ascii_lowercase();
-    assert!(lower.contains("x-echo-h-content-length: 5\r\n"), "{resp}");
-    assert!(lower.contains("x-echo-h-host: example.test\r\n"), "{resp}");
-    assert!(!lower.contains("x-echo-h-connection"), "{resp}");
+    let head = raw_head_lower(&resp);
+    assert!(head.contains("x-echo-h-content-length: 5\r\n"), "{resp}");
+    assert!(head.contains("x-echo-h-host: example.test\r\n"), "{resp}");
+    assert!(!head.contains("x-echo-h-connection"), "{resp}");
     // The origin received exactly the five body bytes.
     assert!(resp.ends_with("\r\n\r\na 5"), "{resp}");
 }
@@ -329,10 +279,7 @@ async fn connection_cannot_strip_framing_or_host() {
 #[tokio::test]
 async fn the_request_target_authority_wins_over_host() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     // RFC 9112 §3.2.2: with an absolute-form target, Host is ignored and a proxy generates
     // a new one from the target, so the origin and the proxy agree on the authority.
     let resp = raw(
@@ -342,21 +289,18 @@ async fn the_request_target_authority_wins_over_host() {
     )
     .await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
-    let lower = resp.to_ascii_lowercase();
-    assert!(lower.contains("x-echo-h-host: target.test\r\n"), "{resp}");
+    let head = raw_head_lower(&resp);
+    assert!(head.contains("x-echo-h-host: target.test\r\n"), "{resp}");
     assert!(
-        lower.contains("x-echo-h-x-forwarded-host: target.test\r\n"),
+        head.contains("x-echo-h-x-forwarded-host: target.test\r\n"),
         "{resp}"
     );
-    assert!(lower.contains("x-echo-uri: /x\r\n"), "{resp}");
+    assert!(head.contains("x-echo-uri: /x\r\n"), "{resp}");
 
     // The same for h2, whose :authority is the target's authority.
     let mut c = h2c(proxy.http).await;
     let resp = send2(&mut c, get("http://target.test/x", "other.test")).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(seen(&resp, "host").as_deref(), Some("target.test"));
-    assert_eq!(
-        seen(&resp, "x-forwarded-host").as_deref(),
-        Some("target.test")
-    );
+    assert_eq!(echoed(&resp, "host"), Some("target.test"));
+    assert_eq!(echoed(&resp, "x-forwarded-host"), Some("target.test"));
 }

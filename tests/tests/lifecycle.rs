@@ -10,15 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
-/// Guard against hangs: every awaited event must happen well within this.
-const GUARD: Duration = Duration::from_secs(10);
-
-async fn guarded<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(GUARD, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: did not happen within {GUARD:?}"))
-}
-
 /// An origin whose `/park` requests report arrival on the channel and then wait for a permit
 /// on the semaphore before answering with a 64 KiB body; other paths answer at once.
 async fn parking_origin() -> (Origin, mpsc::UnboundedReceiver<()>, Arc<Semaphore>) {
@@ -42,13 +33,6 @@ async fn parking_origin() -> (Origin, mpsc::UnboundedReceiver<()>, Arc<Semaphore
     (origin, arrived, release)
 }
 
-/// Sends one keep-alive request on a raw connection and reads its response.
-async fn raw_request(s: &mut TcpStream, path: &str) -> String {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    raw_read_response(s, 5).await
-}
-
 /// True when the server closed or reset `s` without sending anything.
 async fn closed_silently(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 256];
@@ -61,11 +45,7 @@ async fn closed_silently(s: &mut TcpStream) -> bool {
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
     let (origin, mut arrived, release) = parking_origin().await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .admin(None)
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).admin(None).start().await;
     let addr = proxy.http;
 
     // A request in flight, parked at the origin.
@@ -83,7 +63,7 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
 
     // An idle keep-alive connection: shutdown closes it, which tells us shutdown has begun.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    let resp = raw_request(&mut idle, "/").await;
+    let resp = raw_get(&mut idle, "/").await;
     assert_eq!(raw_status(&resp), 200);
 
     let shutdown = tokio::spawn(proxy.running.shutdown());
@@ -116,8 +96,7 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
 #[tokio::test]
 async fn shutdown_times_out_when_a_request_never_finishes() {
     let (origin, mut arrived, _release) = parking_origin().await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .toml("[timeouts]\nshutdown_grace = \"200ms\"")
         .start()
         .await;
@@ -135,8 +114,7 @@ async fn shutdown_times_out_when_a_request_never_finishes() {
 #[tokio::test]
 async fn shutdown_with_nothing_open_is_drained_at_once() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .admin(None)
         .toml("[timeouts]\nshutdown_grace = \"30s\"")
         .start()
@@ -150,7 +128,7 @@ async fn shutdown_with_nothing_open_is_drained_at_once() {
     assert_eq!(resp.status(), 200);
     body_bytes(resp).await;
     let mut admin = TcpStream::connect(proxy.admin.unwrap()).await.unwrap();
-    let resp = raw_request(&mut admin, "/health").await;
+    let resp = raw_get(&mut admin, "/health").await;
     assert_eq!(raw_status(&resp), 200);
     // Idle client connections (h1, h2c, admin) are closed by the shutdown, not waited for.
     let outcome = tokio::time::timeout(Duration::from_secs(5), proxy.running.shutdown())
@@ -162,13 +140,12 @@ async fn shutdown_with_nothing_open_is_drained_at_once() {
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_client_idle() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .toml("[timeouts]\nclient_idle = \"300ms\"\nclient_header = \"30s\"")
         .start()
         .await;
     let mut s = TcpStream::connect(proxy.http).await.unwrap();
-    let resp = raw_request(&mut s, "/").await;
+    let resp = raw_get(&mut s, "/").await;
     assert_eq!(raw_status(&resp), 200);
     assert!(!resp.to_ascii_lowercase().contains("connection: close"));
     let idle_since = Instant::now();
@@ -181,14 +158,20 @@ async fn idle_keep_alive_connection_is_closed_after_client_idle() {
     );
 }
 
-#[tokio::test]
-async fn partial_request_head_is_dropped_after_client_header() {
+/// An echo origin behind a proxy whose `client_header` (300ms) is short enough to wait out,
+/// and whose `client_idle` is too long to fire in a test.
+async fn short_client_header() -> (Origin, TestProxy) {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .toml("[timeouts]\nclient_header = \"300ms\"\nclient_idle = \"60s\"")
         .start()
         .await;
+    (origin, proxy)
+}
+
+#[tokio::test]
+async fn partial_request_head_is_dropped_after_client_header() {
+    let (origin, proxy) = short_client_header().await;
     let mut s = TcpStream::connect(proxy.http).await.unwrap();
     let start = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\nHost: example.test\r\nX-Slow: ")
@@ -213,14 +196,9 @@ async fn partial_request_head_is_dropped_after_client_header() {
 /// watchdog (whose deadline was earlier) has already run.
 #[tokio::test]
 async fn idle_connection_is_not_cut_by_client_header() {
-    let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .toml("[timeouts]\nclient_header = \"300ms\"\nclient_idle = \"60s\"")
-        .start()
-        .await;
+    let (origin, proxy) = short_client_header().await;
     let mut s = TcpStream::connect(proxy.http).await.unwrap();
-    assert_eq!(raw_status(&raw_request(&mut s, "/first").await), 200);
+    assert_eq!(raw_status(&raw_get(&mut s, "/first").await), 200);
     let idle_since = Instant::now();
 
     let mut witness = TcpStream::connect(proxy.http).await.unwrap();
@@ -228,7 +206,7 @@ async fn idle_connection_is_not_cut_by_client_header() {
     assert_eq!(raw_until_closed(&mut witness, 5).await, "");
     assert!(idle_since.elapsed() >= Duration::from_millis(300));
 
-    let resp = raw_request(&mut s, "/second").await;
+    let resp = raw_get(&mut s, "/second").await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert!(resp.contains("x-echo-uri: /second"), "{resp}");
     assert_eq!(origin.hits(), 2);
@@ -246,14 +224,6 @@ async fn tls_client(certs: &Certs, addr: std::net::SocketAddr) -> (Vec<u8>, H1) 
     (der, h1_over(stream).await)
 }
 
-fn der_of(leaf: &Leaf) -> Vec<u8> {
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())
-        .unwrap()
-        .as_ref()
-        .to_vec()
-}
-
 async fn get_ok(c: &mut H1) {
     let resp = guarded("request", c.send_request(get("/", "localhost")))
         .await
@@ -269,15 +239,11 @@ async fn certificate_files_are_reloaded_on_change_without_dropping_connections()
     // Issued before the proxy starts: writing it later would itself be a change to watch.
     let b = certs.issue("b", &["localhost"]);
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .tls(&[&a])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).tls(&[&a]).start().await;
     let https = proxy.https.unwrap();
 
     let (der1, mut c1) = tls_client(&certs, https).await;
-    assert_eq!(der1, der_of(&a));
+    assert_eq!(der1, a.der());
     get_ok(&mut c1).await;
 
     let mut reloads = proxy.running.certificate_reloads();
@@ -288,18 +254,18 @@ async fn certificate_files_are_reloaded_on_change_without_dropping_connections()
         loop {
             reloads.changed().await.unwrap();
             let (der, _) = tls_client(&certs, https).await;
-            if der == der_of(&b) {
+            if der == b.der() {
                 return der;
             }
         }
     })
     .await;
-    assert_eq!(seen, der_of(&b));
+    assert_eq!(seen, b.der());
 
     // The established connection keeps working (and keeps certificate A).
     get_ok(&mut c1).await;
     let (der2, mut c2) = tls_client(&certs, https).await;
-    assert_eq!(der2, der_of(&b));
+    assert_eq!(der2, b.der());
     get_ok(&mut c2).await;
     get_ok(&mut c1).await;
 }
@@ -309,14 +275,10 @@ async fn failed_certificate_reload_keeps_the_current_certificate() {
     let certs = Certs::new();
     let a = certs.issue("a", &["localhost"]);
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .tls(&[&a])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).tls(&[&a]).start().await;
     let https = proxy.https.unwrap();
     let (der, mut c1) = tls_client(&certs, https).await;
-    assert_eq!(der, der_of(&a));
+    assert_eq!(der, a.der());
 
     let before = *proxy.running.certificate_reloads().borrow();
     std::fs::write(
@@ -336,7 +298,7 @@ async fn failed_certificate_reload_keeps_the_current_certificate() {
     // Still serving A, on old and new connections.
     get_ok(&mut c1).await;
     let (der, mut c2) = tls_client(&certs, https).await;
-    assert_eq!(der, der_of(&a));
+    assert_eq!(der, a.der());
     get_ok(&mut c2).await;
 
     // A key that does not match the certificate is refused too.
@@ -345,7 +307,7 @@ async fn failed_certificate_reload_keeps_the_current_certificate() {
     let err = proxy.running.reload_certificates().unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     let (der, _) = tls_client(&certs, https).await;
-    assert_eq!(der, der_of(&a));
+    assert_eq!(der, a.der());
 
     // Fixing the files makes the API reload succeed.
     a.write_to(&a.cert, &a.key);

@@ -3,18 +3,12 @@
 //! rejected upstream certificate, and HTTP/1.1 Upgrade tunnels (101) versus an upgrade request
 //! the origin declines (plain 200, connection stays usable).
 
-use http::{Request, Response, Version};
+use http::{Request, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sluice_tests::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn seen(resp: &Response<Incoming>, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-}
 
 fn alpn(s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Option<Vec<u8>> {
     s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
@@ -22,18 +16,8 @@ fn alpn(s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Option<Ve
 
 #[tokio::test]
 async fn h2_over_tls_is_chosen_by_alpn() {
-    let origin = Origin::echo("a").await;
-    let certs = Certs::new();
-    let leaf = certs.issue("site", &["example.test"]);
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .tls(&[&leaf])
-        .start()
-        .await;
-    let cfg = certs.client_config(&[b"h2", b"http/1.1"]);
-    let tls = tls_connect(proxy.https.unwrap(), "example.test", cfg)
-        .await
-        .unwrap();
+    let site = TlsSite::start("example.test").await;
+    let tls = site.connect(&[b"h2", b"http/1.1"]).await;
     assert_eq!(alpn(&tls).as_deref(), Some(&b"h2"[..]));
     let mut c = h2_over(tls).await;
     // Two requests in flight at once on the one connection.
@@ -45,67 +29,42 @@ async fn h2_over_tls_is_chosen_by_alpn() {
     for (resp, path) in [(r1.unwrap(), "/one"), (r2.unwrap(), "/two")] {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), Version::HTTP_2);
-        assert_eq!(seen(&resp, "x-echo-uri").as_deref(), Some(path));
+        assert_eq!(header(&resp, "x-echo-uri"), Some(path));
         // The pool speaks HTTP/1.1 to the origin, with the client's authority as Host.
-        assert_eq!(seen(&resp, "x-echo-version").as_deref(), Some("HTTP/1.1"));
-        assert_eq!(
-            seen(&resp, "x-echo-h-host").as_deref(),
-            Some("example.test")
-        );
-        assert_eq!(seen(&resp, "x-echo-h-via").as_deref(), Some("2 sluice"));
-        assert_eq!(
-            seen(&resp, "x-echo-h-x-forwarded-proto").as_deref(),
-            Some("https")
-        );
+        assert_eq!(header(&resp, "x-echo-version"), Some("HTTP/1.1"));
+        assert_eq!(echoed(&resp, "host"), Some("example.test"));
+        assert_eq!(echoed(&resp, "via"), Some("2 sluice"));
+        assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("https"));
     }
 }
 
 #[tokio::test]
 async fn http11_over_tls_when_h2_is_not_offered() {
-    let origin = Origin::echo("a").await;
-    let certs = Certs::new();
-    let leaf = certs.issue("site", &["example.test"]);
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .tls(&[&leaf])
-        .start()
-        .await;
+    let site = TlsSite::start("example.test").await;
     for offer in [&[&b"http/1.1"[..]][..], &[]] {
-        let cfg = certs.client_config(offer);
-        let tls = tls_connect(proxy.https.unwrap(), "example.test", cfg)
-            .await
-            .unwrap();
+        let tls = site.connect(offer).await;
         let expected = offer.first().map(|p| p.to_vec());
         assert_eq!(alpn(&tls), expected, "offered {offer:?}");
         let mut c = h1_over(tls).await;
         let resp = send(&mut c, get("/", "example.test")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), Version::HTTP_11);
-        assert_eq!(seen(&resp, "x-echo-h-via").as_deref(), Some("1.1 sluice"));
+        assert_eq!(echoed(&resp, "via"), Some("1.1 sluice"));
     }
 }
 
 #[tokio::test]
 async fn h2c_prior_knowledge_on_the_cleartext_listener() {
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let mut c = h2c(proxy.http).await;
     let resp = send2(&mut c, get("http://example.test/h2c?x=1", "example.test")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), Version::HTTP_2);
-    assert_eq!(seen(&resp, "x-echo-uri").as_deref(), Some("/h2c?x=1"));
-    assert_eq!(seen(&resp, "x-echo-version").as_deref(), Some("HTTP/1.1"));
-    assert_eq!(
-        seen(&resp, "x-echo-h-host").as_deref(),
-        Some("example.test")
-    );
-    assert_eq!(
-        seen(&resp, "x-echo-h-x-forwarded-proto").as_deref(),
-        Some("http")
-    );
+    assert_eq!(header(&resp, "x-echo-uri"), Some("/h2c?x=1"));
+    assert_eq!(header(&resp, "x-echo-version"), Some("HTTP/1.1"));
+    assert_eq!(echoed(&resp, "host"), Some("example.test"));
+    assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("http"));
 }
 
 #[tokio::test]
@@ -122,17 +81,17 @@ async fn h2_upstream_pool_carries_the_client_authority() {
     let resp = send(&mut c, req).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), Version::HTTP_11);
-    assert_eq!(seen(&resp, "x-echo-version").as_deref(), Some("HTTP/2.0"));
+    assert_eq!(header(&resp, "x-echo-version"), Some("HTTP/2.0"));
     assert_eq!(
-        seen(&resp, "x-echo-uri").as_deref(),
+        header(&resp, "x-echo-uri"),
         Some("http://example.test:8080/p?q=1")
     );
     // h2 carries the authority as :authority; no Host field alongside it.
-    assert_eq!(seen(&resp, "x-echo-h-host"), None);
+    assert_eq!(echoed(&resp, "host"), None);
     // TE is hop-by-hop, but h2 allows exactly `trailers` (gRPC needs it) and it is kept.
-    assert_eq!(seen(&resp, "x-echo-h-te").as_deref(), Some("trailers"));
+    assert_eq!(echoed(&resp, "te"), Some("trailers"));
     // The response arrived over HTTP/2, so that is what the proxy records in Via.
-    assert_eq!(seen(&resp, "via").as_deref(), Some("2 sluice"));
+    assert_eq!(header(&resp, "via"), Some("2 sluice"));
 }
 
 /// A TLS origin (h1 and h2 by ALPN) presenting a certificate for `origin.test` from `issuer`.
@@ -165,9 +124,9 @@ async fn upstream_tls_with_h1_and_h2() {
             .await;
         let resp = send(&mut h1(proxy.http).await, get("/secure", "example.test")).await;
         assert_eq!(resp.status(), 200, "{protocol}");
-        assert_eq!(seen(&resp, "x-origin").as_deref(), Some("tls"));
-        assert_eq!(seen(&resp, "x-echo-version").as_deref(), Some(version));
-        let uri = seen(&resp, "x-echo-uri").unwrap();
+        assert_eq!(header(&resp, "x-origin"), Some("tls"));
+        assert_eq!(header(&resp, "x-echo-version"), Some(version));
+        let uri = header(&resp, "x-echo-uri").unwrap();
         assert!(uri.ends_with("/secure"), "{uri}");
     }
     assert_eq!(origin.hits(), 2);
@@ -236,15 +195,12 @@ fn upgrade_request(path: &str) -> Request<Body> {
 #[tokio::test]
 async fn upgrade_becomes_a_byte_tunnel() {
     let origin = upgrade_origin().await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let mut c = h1(proxy.http).await;
     let resp = send(&mut c, upgrade_request("/ws")).await;
     assert_eq!(resp.status(), 101);
-    assert_eq!(seen(&resp, "upgrade").as_deref(), Some("websocket"));
-    assert_eq!(seen(&resp, "x-seen-upgrade").as_deref(), Some("websocket"));
+    assert_eq!(header(&resp, "upgrade"), Some("websocket"));
+    assert_eq!(header(&resp, "x-seen-upgrade"), Some("websocket"));
     let tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
     let (mut r, mut w) = tokio::io::split(tunnel);
 
@@ -282,10 +238,7 @@ async fn upgrade_becomes_a_byte_tunnel() {
 #[tokio::test]
 async fn declined_upgrade_is_an_ordinary_response() {
     let origin = upgrade_origin().await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let mut c = h1(proxy.http).await;
     let resp = send(&mut c, upgrade_request("/plain")).await;
     assert_eq!(resp.status(), 200);

@@ -10,7 +10,6 @@
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use sluice_tests::*;
 use std::net::SocketAddr;
@@ -68,14 +67,6 @@ fn inspecting_client(sni: bool) -> Arc<ClientConfig> {
     Arc::new(cfg)
 }
 
-fn der(leaf: &Leaf) -> Vec<u8> {
-    CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap()
-        .to_vec()
-}
-
 /// The certificate presented for SNI `name`, or for no SNI at all.
 async fn presented(addr: SocketAddr, name: Option<&str>) -> Vec<u8> {
     let cfg = inspecting_client(name.is_some());
@@ -109,8 +100,7 @@ fn site() -> Site {
 async fn each_server_name_gets_its_certificate() {
     let origin = Origin::echo("a").await;
     let s = site();
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .tls(&[&s.a, &s.b, &s.w])
         .start()
         .await;
@@ -130,11 +120,11 @@ async fn each_server_name_gets_its_certificate() {
     ];
     for (name, leaf, why) in cases {
         assert!(
-            presented(addr, Some(name)).await == der(leaf),
+            presented(addr, Some(name)).await == leaf.der(),
             "{name}: {why}"
         );
     }
-    assert!(presented(addr, None).await == der(&s.a), "no SNI: default");
+    assert!(presented(addr, None).await == s.a.der(), "no SNI: default");
 }
 
 #[tokio::test]
@@ -150,47 +140,33 @@ async fn default_certificate_setting_picks_the_fallback() {
         s.b.cert.display(),
         s.b.key.display()
     );
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
+    let proxy = ProxyBuilder::for_origin(&origin)
         .toml(&listener)
         .start()
         .await;
     let addr = proxy.https.unwrap();
-    assert!(presented(addr, Some("a.test")).await == der(&s.a));
-    assert!(presented(addr, Some("unknown.test")).await == der(&s.b));
-    assert!(presented(addr, None).await == der(&s.b));
+    assert!(presented(addr, Some("a.test")).await == s.a.der());
+    assert!(presented(addr, Some("unknown.test")).await == s.b.der());
+    assert!(presented(addr, None).await == s.b.der());
 }
 
 #[tokio::test]
 async fn only_tls_12_and_13_are_spoken() {
-    let origin = Origin::echo("a").await;
-    let certs = Certs::new();
-    let leaf = certs.issue("a", &["a.test"]);
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .tls(&[&leaf])
-        .start()
-        .await;
-    let addr = proxy.https.unwrap();
+    let fixture = TlsSite::start("a.test").await;
+    let addr = fixture.https();
 
-    let modern = tls_connect(addr, "a.test", certs.client_config(&[]))
-        .await
-        .unwrap();
+    let modern = fixture.connect(&[]).await;
     assert_eq!(
         modern.get_ref().1.protocol_version(),
         Some(ProtocolVersion::TLSv1_3)
     );
 
     // A verifying client that can only speak TLS 1.2 completes a request.
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(certs.ca_pem.as_bytes()).unwrap())
-        .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls12 = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(fixture.certs.roots())
         .with_no_client_auth();
     let old = tls_connect(addr, "a.test", Arc::new(tls12)).await.unwrap();
     assert_eq!(

@@ -115,6 +115,19 @@ fn status_bytes(field: &str) -> u64 {
     kb * 1024
 }
 
+/// Asserts that the peak resident size (`VmHWM`) is less than [`MAX_GROWTH`] above `before`,
+/// the resident size before the 64 MiB `transfer`.
+fn assert_peak_growth_below_max(transfer: &str, before: u64) {
+    let peak = status_bytes("VmHWM:");
+    assert!(
+        peak.saturating_sub(before) < MAX_GROWTH,
+        "a 64 MiB {transfer} grew peak memory by {} MiB (RSS before {} MiB, peak {} MiB)",
+        peak.saturating_sub(before) / MIB,
+        before / MIB,
+        peak / MIB
+    );
+}
+
 async fn upload(c: &mut H1, len: u64) -> u64 {
     let req = Request::builder()
         .method("POST")
@@ -140,10 +153,7 @@ async fn download(c: &mut H1, len: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn large_bodies_stream_in_bounded_memory() {
     let origin = origin().await;
-    let proxy = ProxyBuilder::new()
-        .pool("web", &[origin.addr])
-        .start()
-        .await;
+    let proxy = ProxyBuilder::for_origin(&origin).start().await;
     let mut c = h1(proxy.http).await;
 
     let run = async {
@@ -153,24 +163,10 @@ async fn large_bodies_stream_in_bounded_memory() {
         let before = status_bytes("VmRSS:");
 
         assert_eq!(upload(&mut c, BIG).await, BIG, "upload byte count");
-        let after_upload = status_bytes("VmHWM:");
-        assert!(
-            after_upload.saturating_sub(before) < MAX_GROWTH,
-            "a 64 MiB upload grew peak memory by {} MiB (RSS before {} MiB, peak {} MiB)",
-            after_upload.saturating_sub(before) / MIB,
-            before / MIB,
-            after_upload / MIB
-        );
+        assert_peak_growth_below_max("upload", before);
 
         assert_eq!(download(&mut c, BIG).await, BIG, "download byte count");
-        let after_download = status_bytes("VmHWM:");
-        assert!(
-            after_download.saturating_sub(before) < MAX_GROWTH,
-            "a 64 MiB download grew peak memory by {} MiB (RSS before {} MiB, peak {} MiB)",
-            after_download.saturating_sub(before) / MIB,
-            before / MIB,
-            after_download / MIB
-        );
+        assert_peak_growth_below_max("download", before);
     };
     tokio::time::timeout(Duration::from_secs(120), run)
         .await
