@@ -373,7 +373,7 @@ fn pool(p: RawPool, key: &str, cx: &Ctx) -> Result<PoolConfig, ConfigError> {
         endpoints,
         protocol,
         tls,
-        max_idle_per_endpoint: p.max_idle_per_endpoint.unwrap_or(64),
+        max_idle_per_endpoint: p.max_idle_per_endpoint.unwrap_or(1024),
         idle_timeout: p.idle_timeout.unwrap_or(Duration::from_secs(60)),
     })
 }
