@@ -5,6 +5,7 @@
 //! [`ResponseBody`] is either the upstream's stream or a small local body; it counts bytes and
 //! writes the access-log line when the response is finished (or abandoned).
 
+use super::connection::PooledConn;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -94,7 +95,8 @@ pub trait OnComplete: Send + Sync + 'static {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    /// The upstream's body and, for HTTP/1.1, the connection to give back once it is read.
+    Upstream(Incoming, Option<PooledConn>),
     Full(Option<Bytes>),
 }
 
@@ -103,6 +105,7 @@ pub struct ResponseBody {
     inner: Inner,
     bytes: u64,
     finished: bool,
+    failed: bool,
     on_complete: Option<Box<dyn OnComplete>>,
 }
 
@@ -115,8 +118,8 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming) -> Self {
-        Self::with(Inner::Upstream(body))
+    pub fn upstream(body: Incoming, conn: Option<PooledConn>) -> Self {
+        Self::with(Inner::Upstream(body, conn))
     }
 
     pub fn full(bytes: Bytes) -> Self {
@@ -132,6 +135,7 @@ impl ResponseBody {
             inner,
             bytes: 0,
             finished: false,
+            failed: false,
             on_complete: None,
         }
     }
@@ -141,10 +145,19 @@ impl ResponseBody {
         self.on_complete = Some(hook);
     }
 
+    /// Ends the response once: gives a fully read upstream connection back for reuse (any
+    /// other connection is dropped, which closes it) and runs the completion hook.
     fn done(&mut self) {
+        // hyper stops polling once `is_end_stream` is true, so that also counts as finished.
+        let finished = !self.failed && (self.finished || self.is_end_stream());
+        if let Inner::Upstream(_, conn) = &mut self.inner {
+            if let Some(conn) = conn.take() {
+                if finished {
+                    conn.release();
+                }
+            }
+        }
         if let Some(mut hook) = self.on_complete.take() {
-            // hyper stops polling once `is_end_stream` is true, so that also counts as finished.
-            let finished = self.finished || self.is_end_stream();
             hook.complete(self.bytes, finished);
         }
     }
@@ -166,7 +179,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Inner::Upstream(b) => {
+            Inner::Upstream(b, _) => {
                 ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
             }
             Inner::Full(b) => b.take().map(|d| Ok(Frame::data(d))),
@@ -177,7 +190,10 @@ impl Body for ResponseBody {
                     this.bytes += d.len() as u64;
                 }
             }
-            Some(Err(_)) => this.done(),
+            Some(Err(_)) => {
+                this.failed = true;
+                this.done();
+            }
             None => {
                 this.finished = true;
                 this.done();
@@ -188,14 +204,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Upstream(b, _) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
+            Inner::Upstream(b, _) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

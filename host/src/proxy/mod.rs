@@ -5,6 +5,7 @@
 //! ([`error::ProxyError::to_response`]).
 
 pub mod body;
+pub mod connection;
 pub mod error;
 pub mod headers;
 mod log;
@@ -13,6 +14,7 @@ pub mod upstream;
 
 use crate::config::{Config, Limits, ProxySettings, Timeouts, UpstreamProtocol};
 use body::{BodyTooLarge, RequestBody, ResponseBody};
+use connection::SendError;
 use error::{ErrorKind, ProxyError};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -153,7 +155,6 @@ impl Proxy {
             && pool.protocol == UpstreamProtocol::Http1
             && http_body::Body::is_end_stream(&body);
 
-        // Request URI: h1 writes origin-form, so the authority only matters for h2 `:authority`.
         let path = parts
             .uri
             .path_and_query()
@@ -163,17 +164,24 @@ impl Proxy {
             (Some(a), true) => a.clone(),
             _ => endpoint.authority.clone(),
         };
-        let scheme = if pool.tls {
-            http::uri::Scheme::HTTPS
-        } else {
-            http::uri::Scheme::HTTP
+        // HTTP/1.1 is sent in origin-form (RFC 9112 §3.2.1) with `Host`; h2 needs scheme and
+        // `:authority` in the URI.
+        parts.uri = match pool.protocol {
+            UpstreamProtocol::Http1 => Uri::from(path),
+            UpstreamProtocol::Http2 => {
+                let scheme = if pool.tls {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                };
+                Uri::builder()
+                    .scheme(scheme)
+                    .authority(upstream_authority.clone())
+                    .path_and_query(path)
+                    .build()
+                    .map_err(|e| ProxyError::new(ErrorKind::BadRequest, format!("uri: {e}")))?
+            }
         };
-        parts.uri = Uri::builder()
-            .scheme(scheme)
-            .authority(upstream_authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| ProxyError::new(ErrorKind::BadRequest, format!("uri: {e}")))?;
 
         let h = &mut parts.headers;
         match pool.protocol {
@@ -226,20 +234,21 @@ impl Proxy {
         };
 
         let upstream_req = Request::from_parts(parts, body);
-        let fut = endpoint.client.request(upstream_req);
-        let mut resp = match tokio::time::timeout(self.timeouts.upstream_response, fut).await {
-            Err(_) => {
-                return Err(ProxyError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "{} gave no response within {:?}",
-                        endpoint.address, self.timeouts.upstream_response
-                    ),
-                ));
-            }
-            Ok(Err(e)) => return Err(classify_client_error(&e, &endpoint.address)),
-            Ok(Ok(r)) => r,
-        };
+        let fut = endpoint.upstream.send(upstream_req);
+        let (mut resp, upstream_conn) =
+            match tokio::time::timeout(self.timeouts.upstream_response, fut).await {
+                Err(_) => {
+                    return Err(ProxyError::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!(
+                            "{} gave no response within {:?}",
+                            endpoint.address, self.timeouts.upstream_response
+                        ),
+                    ));
+                }
+                Ok(Err(e)) => return Err(classify_send_error(&e, &endpoint.address)),
+                Ok(Ok(r)) => r,
+            };
 
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -267,7 +276,7 @@ impl Proxy {
         }
         rp.version = client_version;
         Ok((
-            Response::from_parts(rp, ResponseBody::upstream(rbody)),
+            Response::from_parts(rp, ResponseBody::upstream(rbody, upstream_conn)),
             Some(endpoint.address.clone()),
         ))
     }
@@ -348,41 +357,33 @@ fn authority_value(a: &http::uri::Authority) -> HeaderValue {
     HeaderValue::from_str(a.as_str()).expect("an Authority is a valid header value")
 }
 
-/// Maps a hyper client error to a proxy error by walking its causes.
-fn classify_client_error(e: &hyper_util::client::legacy::Error, addr: &str) -> ProxyError {
-    // Our body limit surfaces nested under hyper's "user body" error, so look for it first.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+/// Maps an upstream exchange failure to a proxy error by walking its causes.
+fn classify_send_error(e: &SendError, addr: &str) -> ProxyError {
+    let h = match e {
+        SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            return ProxyError::new(ErrorKind::UpstreamTimeout, format!("{addr}: {io}"));
+        }
+        SendError::Connect(io) => {
+            return ProxyError::new(ErrorKind::UpstreamUnreachable, format!("{addr}: {io}"));
+        }
+        SendError::Http(h) => h,
+    };
+    // Our own limit first: hyper wraps a body error as "user body write aborted".
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(h);
     while let Some(s) = source {
         if s.downcast_ref::<BodyTooLarge>().is_some() {
             return ProxyError::new(ErrorKind::BodyTooLarge, s.to_string());
         }
         source = s.source();
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::new(ErrorKind::UpstreamTimeout, format!("{addr}: {io}"));
-            }
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_user() || h.is_body_write_aborted() {
-                // Our side of the exchange failed: the client's body stream broke.
-                if !e.is_connect() {
-                    return ProxyError::new(ErrorKind::ClientAborted, format!("{addr}: {h}"));
-                }
-            }
-        }
-        source = s.source();
+    if h.is_user() || h.is_body_write_aborted() {
+        // Our side of the exchange failed: the client's body stream broke.
+        return ProxyError::new(ErrorKind::ClientAborted, format!("{addr}: {}", chain(h)));
     }
-    if e.is_connect() {
-        ProxyError::new(
-            ErrorKind::UpstreamUnreachable,
-            format!("{addr}: {}", chain(e)),
-        )
-    } else {
-        ProxyError::new(ErrorKind::UpstreamReset, format!("{addr}: {}", chain(e)))
+    if h.is_timeout() {
+        return ProxyError::new(ErrorKind::UpstreamTimeout, format!("{addr}: {}", chain(h)));
     }
+    ProxyError::new(ErrorKind::UpstreamReset, format!("{addr}: {}", chain(h)))
 }
 
 /// `a: b: c` from an error and its sources.

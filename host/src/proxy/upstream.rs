@@ -1,178 +1,20 @@
-//! Upstream pools: one pooled hyper client per endpoint, with a connector that always dials
-//! that endpoint (TCP, optionally TLS with ALPN), whatever the request URI says.
-//!
-//! Dialling a fixed address lets the request URI carry the client's authority (used as h2
-//! `:authority`) while connections stay per endpoint, which is what the balancer needs.
+//! Upstream pools: named sets of endpoints, each endpoint with its own connections
+//! (`connection.rs`), and the order requests are spread over them.
 
+use super::connection::{Dialer, IdleLimits, Upstream};
 use crate::config::{PoolConfig, UpstreamProtocol};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
-use super::body::RequestBody;
-
-/// A connection to an upstream endpoint.
-pub enum UpstreamStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Plain(_) => Connected::new(),
-            UpstreamStream::Tls(s) => {
-                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Connected::new().negotiated_h2()
-                } else {
-                    Connected::new()
-                }
-            }
-        }
-    }
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            UpstreamStream::Plain($s) => $e,
-            UpstreamStream::Tls($s) => $e,
-        }
-    };
-}
-
-impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamStream::Plain(s) => s.is_write_vectored(),
-            UpstreamStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
-
-struct ConnectorInner {
-    address: String,
-    connect_timeout: Duration,
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-}
-
-/// Dials one endpoint. Cloned into hyper's pool; cheap to clone.
-#[derive(Clone)]
-pub struct Connector(Arc<ConnectorInner>);
-
-impl Connector {
-    async fn connect(self) -> io::Result<TokioIo<UpstreamStream>> {
-        let inner = &*self.0;
-        let tcp = tokio::time::timeout(inner.connect_timeout, dial(&inner.address))
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect to {} timed out", inner.address),
-                )
-            })??;
-        tcp.set_nodelay(true)?;
-        let stream = match &inner.tls {
-            None => UpstreamStream::Plain(tcp),
-            Some((connector, name)) => {
-                let tls = tokio::time::timeout(
-                    inner.connect_timeout,
-                    connector.connect(name.clone(), tcp),
-                )
-                .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
-                UpstreamStream::Tls(Box::new(tls))
-            }
-        };
-        Ok(TokioIo::new(stream))
-    }
-}
-
-/// Connects to `host:port`: an IP literal directly, a name through the system resolver,
-/// trying each resolved address in turn.
-async fn dial(address: &str) -> io::Result<TcpStream> {
-    if let Ok(addr) = address.parse::<SocketAddr>() {
-        return TcpStream::connect(addr).await;
-    }
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{address} resolved to no address"),
-    );
-    for addr in tokio::net::lookup_host(address).await? {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<UpstreamStream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: http::Uri) -> Self::Future {
-        Box::pin(self.clone().connect())
-    }
-}
-
-pub type UpstreamClient = Client<Connector, RequestBody>;
 
 /// One endpoint of a pool.
 pub struct Endpoint {
     pub address: Arc<str>,
     pub weight: u32,
-    /// `address` as a URI authority, for request URIs when the client's is not kept.
+    /// `address` as a URI authority, for `Host`/`:authority` when the client's is not kept.
     pub authority: http::uri::Authority,
-    pub client: UpstreamClient,
+    pub upstream: Upstream,
 }
 
 /// A named set of endpoints with a shared protocol and TLS setting.
@@ -209,35 +51,29 @@ impl Pool {
                 Some((tokio_rustls::TlsConnector::from(Arc::new(client_cfg)), name))
             }
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(cfg.idle_timeout)
-            .pool_max_idle_per_host(cfg.max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .http1_max_buf_size(1 << 20);
-        if cfg.protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true).http2_adaptive_window(true);
-        }
+        let limits = IdleLimits {
+            max_idle: cfg.max_idle_per_endpoint,
+            idle_timeout: cfg.idle_timeout,
+        };
         let endpoints = cfg
             .endpoints
             .iter()
             .map(|e| {
-                let connector = Connector(Arc::new(ConnectorInner {
-                    address: e.address.clone(),
+                let address: Arc<str> = e.address.as_str().into();
+                let dialer = Dialer {
+                    address: address.clone(),
                     connect_timeout,
                     tls: tls.clone(),
-                }));
+                };
                 let authority = e
                     .address
                     .parse()
                     .map_err(|_| err(format!("endpoint {} is not an authority", e.address)))?;
                 Ok(Endpoint {
-                    address: e.address.as_str().into(),
+                    address,
                     weight: e.weight,
                     authority,
-                    client: builder.build(connector),
+                    upstream: Upstream::new(dialer, cfg.protocol, limits),
                 })
             })
             .collect::<Result<Vec<_>, PoolError>>()?;
