@@ -41,14 +41,22 @@ if ((${#missing[@]})); then
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk nghttp2-client openssl curl python3 >/dev/null
-  ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+  rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq nginx haproxy wrk nghttp2-client openssl curl python3 >/dev/null; } || rc=$?
+  if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+  ((rc == 0)) || die "apt-get failed ($rc)"
 fi
 
 # ------------------------------------------------------- work dirs and cleanup
 T0=$SECONDS
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+SLUICE_REV="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo no-commit) at start; binary built $(date -r "$SLUICE_BIN" '+%F %T' 2>/dev/null || echo '?')"
+build_running() { grep -qsxE 'cargo|rustc|cc1|ld|cargo-clippy' /proc/[0-9]*/comm; }
+BUSY=0   # timed runs that overlapped a build on this machine
+if build_running; then
+  log "WARNING: a build (cargo/rustc/cc) is running: it competes for the 2 cores and skews every figure"
+fi
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT="$BENCH_DIR/out/$STAMP"; mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX); chmod 755 "$WORK"
@@ -111,14 +119,18 @@ $3
 EOF
 }
 
-nginx_conf origin 1 "  server { listen 127.0.0.1:${PORT[direct]}; root $WORK/www; location / { } }"
+# stub_status lets us count the TCP connections the origin accepted during a run.
+nginx_conf origin 1 "  server { listen 127.0.0.1:${PORT[direct]}; root $WORK/www; location / { }
+    location = /_status { stub_status; } }"
 
-# proxy_max_temp_file_size 0: buffer in memory only, never spill 1 MiB bodies to disk.
+# keepalive 512 idle upstream conns per worker: >= the 500 requests in flight in the h2
+# scenario, so nginx does not churn upstream connections. proxy_max_temp_file_size 0:
+# buffer in memory only, never spill 1 MiB bodies to disk.
 nginx_conf nginx 2 "
-  upstream origin { server 127.0.0.1:${PORT[direct]}; keepalive ${NGINX_UPSTREAM_KEEPALIVE:-128}; keepalive_requests 1000000; }
+  upstream origin { server 127.0.0.1:${PORT[direct]}; keepalive 512; keepalive_requests 1000000; }
   server {
-    listen 127.0.0.1:${PORT[nginx]}${NGINX_LISTEN_OPTS:+ $NGINX_LISTEN_OPTS};
-    listen 127.0.0.1:${PORTS[nginx]} ssl http2${NGINX_LISTEN_OPTS:+ $NGINX_LISTEN_OPTS};
+    listen 127.0.0.1:${PORT[nginx]};
+    listen 127.0.0.1:${PORTS[nginx]} ssl http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;  # nginx < 1.23.4 leaves TLSv1.3 out by default
     location / {
@@ -223,6 +235,7 @@ tree_pids() { # the PID and its direct children (nginx workers), from /proc/*/st
     if [[ ${a[1]} == "$root" ]]; then echo "${line%% *}"; fi
   done
 }
+origin_accepts() { curl -s --max-time 2 "http://127.0.0.1:${PORT[direct]}/_status" | awk 'NR==3{print $1}'; }
 cpu_ticks() { # "utime stime" (fields 14, 15; all threads) summed over the PIDs given
   local u=0 s=0 p f a
   for p in "$@"; do
@@ -233,7 +246,7 @@ cpu_ticks() { # "utime stime" (fields 14, 15; all threads) summed over the PIDs 
 }
 
 # ------------------------------------------------------------------ load runs
-echo "round,scenario,target,load,requests,duration_s,rps,p50_us,p99_us,errors,non2xx,proxy_utime_ticks,proxy_stime_ticks,proxy_cpu_us_per_req,proxy_user_us_per_req,origin_cpu_us_per_req" >"$CSV"
+echo "round,scenario,target,load,requests,duration_s,rps,p50_us,p99_us,errors,non2xx,proxy_utime_ticks,proxy_stime_ticks,proxy_cpu_us_per_req,proxy_user_us_per_req,origin_cpu_us_per_req,origin_conns" >"$CSV"
 
 run_one() { # round scenario target
   local round=$1 scen=$2 t=$3 http="http://127.0.0.1:${PORT[$3]}" https="https://127.0.0.1:${PORTS[$3]:-0}"
@@ -249,6 +262,8 @@ run_one() { # round scenario target
   esac
   local pids origin_pids u0 s0 u1 s1 ou0 os0 ou1 os1 out="$WORK/load.out"
   mapfile -t pids < <(tree_pids "${PID[$t]}"); mapfile -t origin_pids < <(tree_pids "${PID[direct]}")
+  local busy=0 a0 a1; if build_running; then busy=1; fi
+  a0=$(origin_accepts)
   read -r u0 s0 < <(cpu_ticks "${pids[@]}"); read -r ou0 os0 < <(cpu_ticks "${origin_pids[@]}")
   if [[ $tool == wrk ]]; then
     timeout $((DUR_S + 30)) wrk "${args[@]}" -d"${DUR_S}s" --timeout 5s --latency -s "$BENCH_DIR/wrk-report.lua" "$url" >"$out" 2>&1 || true
@@ -256,6 +271,8 @@ run_one() { # round scenario target
     timeout $((DUR_S + 30)) h2load "${args[@]}" -D "$DUR_S" --log-file="$WORK/h2.log" "$url" >"$out" 2>&1 || true
   fi
   read -r u1 s1 < <(cpu_ticks "${pids[@]}"); read -r ou1 os1 < <(cpu_ticks "${origin_pids[@]}")
+  a1=$(origin_accepts)
+  if ((busy)) || build_running; then BUSY=$((BUSY + 1)); log "WARNING: a build was running during this run"; fi
 
   local req dur p50 p99 err non2xx
   if [[ $tool == wrk ]]; then
@@ -274,11 +291,11 @@ run_one() { # round scenario target
   ((req > 0)) || { log "$t/$scen: 0 requests completed"; tail -5 "$out" >&2; req=0; }
   local load="$tool ${args[*]} ${DUR_S}s"
   awk -v r="$round" -v s="$scen" -v t="$t" -v l="$load" -v n="$req" -v d="$dur" -v p50="$p50" -v p99="$p99" \
-      -v e="$err" -v x="$non2xx" -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dox=$((ou1 + os1 - ou0 - os0)) -v hz="$CLK_TCK" 'BEGIN {
+      -v e="$err" -v x="$non2xx" -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dox=$((ou1 + os1 - ou0 - os0)) -v oc=$((a1 - a0 - 1)) -v hz="$CLK_TCK" 'BEGIN {
     us = 1e6 / hz; nn = (n > 0 ? n : 1); own = (t == "direct" ? 0 : 1)
-    printf "%s,%s,%s,%s,%d,%s,%.1f,%d,%d,%d,%d,%d,%d,%.2f,%.2f,%.2f\n", r, s, t, l, n, d, (d > 0 ? n / d : 0), p50, p99, e, x,
-      du, ds, own * (du + ds) * us / nn, own * du * us / nn, dox * us / nn }' >>"$CSV"
-  log "$(tail -1 "$CSV" | awk -F, '{printf "r%s %-8s %-8s %9.0f req/s  p50 %6dus  p99 %7dus  err %d/%d  cpu %6.2fus/req (usr %5.2f)  origin %6.2fus/req", $1,$2,$3,$7,$8,$9,$10,$11,$14,$15,$16}')"
+    printf "%s,%s,%s,%s,%d,%s,%.1f,%d,%d,%d,%d,%d,%d,%.2f,%.2f,%.2f,%d\n", r, s, t, l, n, d, (d > 0 ? n / d : 0), p50, p99, e, x,
+      du, ds, own * (du + ds) * us / nn, own * du * us / nn, dox * us / nn, oc }' >>"$CSV"
+  log "$(tail -1 "$CSV" | awk -F, '{printf "r%s %-8s %-8s %9.0f req/s  p50 %6dus  p99 %7dus  err %d/%d  cpu %6.2fus/req (usr %5.2f)  origin %6.2fus/req %6d conns", $1,$2,$3,$7,$8,$9,$10,$11,$14,$15,$16,$17}')"
 }
 
 # Warm up every proxy (upstream pools, page cache, TLS session state) untimed.
@@ -304,9 +321,10 @@ done
   echo
   echo "- command: \`DURATION=${DUR_S}s ROUNDS=$ROUNDS bench/run.sh\` (targets: ${TARGETS[*]})"
   echo "- load average before the run: $LOADAVG (anything else busy on the 2 cores skews all figures)"
+  echo "- timed runs that overlapped a cargo/rustc build: $BUSY of $((ROUNDS * nrun))"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
   echo "- $(nginx -v 2>&1 | cut -d' ' -f3), haproxy $(haproxy -v | awk 'NR==1{print $3}'), $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}'), $(h2load --version)"
-  [[ -x $SLUICE_BIN && " ${TARGETS[*]} " == *" sluice "* ]] && echo "- sluice: $SLUICE_BIN ($(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo no-commit))"
+  [[ -x $SLUICE_BIN && " ${TARGETS[*]} " == *" sluice "* ]] && echo "- sluice: $SLUICE_BIN (HEAD $SLUICE_REV)"
   echo "- CPU µs/req = (utime+stime of all proxy processes after − before) / requests completed (${CLK_TCK} ticks/s)"
   echo
   python3 "$BENCH_DIR/summarise.py" table "$CSV"

@@ -62,7 +62,7 @@ def table(path):
             m = lambda k: statistics.median(float(r[k]) for r in rs)
             med[t] = dict(
                 rps=m("rps"), p50=m("p50_us"), p99=m("p99_us"),
-                cpu=m("proxy_cpu_us_per_req"), ucpu=m("proxy_user_us_per_req"), ocpu=m("origin_cpu_us_per_req"),
+                cpu=m("proxy_cpu_us_per_req"), ucpu=m("proxy_user_us_per_req"), ocpu=m("origin_cpu_us_per_req"), oconns=m("origin_conns"),
                 err=sum(int(r["errors"]) for r in rs),
                 non2xx=sum(int(r["non2xx"]) for r in rs),
                 n=len(rs), load=rs[0]["load"],
@@ -74,11 +74,11 @@ def table(path):
         out.append(f"`{'`, `'.join(loads)}`; medians of {max(v['n'] for v in med.values())} round(s)\n")
         direct = med.get("direct")
         if scen == "latency":
-            out.append("| proxy | req/s | p50 | added p50 vs direct | p99 | CPU µs/req (user) | origin CPU µs/req | errors / non-2xx | added p50 ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            out.append("| proxy | req/s | p50 | added p50 vs direct | p99 | CPU µs/req (user) | origin CPU µs/req | upstream conns opened | errors / non-2xx | added p50 ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         else:
-            out.append("| proxy | req/s | p99 | CPU µs/req (user) | origin CPU µs/req | errors / non-2xx | req/s ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            out.append("| proxy | req/s | p99 | CPU µs/req (user) | origin CPU µs/req | upstream conns opened | errors / non-2xx | req/s ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in order:
             v = med[t]
             cells = [t, f"{v['rps']:,.0f}"]
@@ -87,7 +87,7 @@ def table(path):
                 cells += [fmt_lat(v["p50"]), "—" if t == "direct" else f"{added:+,.0f} µs"]
             cells += [fmt_lat(v["p99"]),
                       "—" if t == "direct" else f"{v['cpu']:.1f} ({v['ucpu']:.1f})",
-                      f"{v['ocpu']:.1f}", f"{v['err']} / {v['non2xx']}"]
+                      f"{v['ocpu']:.1f}", f"{v['oconns']:,.0f}", f"{v['err']} / {v['non2xx']}"]
             if t == "direct" or not base:
                 cells += ["—"] * 3
             else:

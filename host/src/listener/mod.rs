@@ -250,8 +250,12 @@ async fn serve_http<I>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
+    let shutdown = shutdown.changed();
+    tokio::pin!(shutdown);
     let (header, idle) = (shared.timeouts.client_header, shared.timeouts.client_idle);
-    let mut deadline = Instant::now() + header.min(idle);
+    // One timer for the connection's life, moved as deadlines change (not one per wake-up).
+    let watchdog = tokio::time::sleep(header.min(idle));
+    tokio::pin!(watchdog);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -261,13 +265,13 @@ async fn serve_http<I>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = &mut shutdown, if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tokio::time::sleep_until(deadline.into()), if !closing => {
+            _ = &mut watchdog, if !closing => {
                 match activity.check(Instant::now(), header, idle) {
-                    Verdict::Wait(at) => deadline = at,
+                    Verdict::Wait(at) => watchdog.as_mut().reset(at.into()),
                     Verdict::Idle => {
                         conn.as_mut().graceful_shutdown();
                         closing = true;

@@ -292,7 +292,10 @@ impl Upstream {
         match &self.transport {
             Transport::H1(pool) => self.send_h1(pool, req).await,
             Transport::H2(shared) => {
-                let mut sender = self.h2_sender(shared).await?;
+                let mut sender = match shared.live() {
+                    Some(s) => s,
+                    None => Box::pin(self.h2_connect(shared)).await?,
+                };
                 let resp = sender.send_request(req).await.map_err(SendError::Http)?;
                 Ok((resp, None))
             }
@@ -307,7 +310,9 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match pool.checkout() {
                 Some(s) => (s, true),
-                None => (self.connect_h1().await?, false),
+                // Boxed: the dial/TLS/handshake future is large and rare; inline it would make
+                // every request's future (moved around by hyper) that much bigger.
+                None => (Box::pin(self.connect_h1()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -344,13 +349,11 @@ impl Upstream {
         Ok(sender)
     }
 
-    async fn h2_sender(
+    /// Connects the shared h2 connection, unless another request did so while we waited.
+    async fn h2_connect(
         &self,
         shared: &H2Shared,
     ) -> Result<http2::SendRequest<RequestBody>, SendError> {
-        if let Some(s) = shared.live() {
-            return Ok(s);
-        }
         let _one_at_a_time = shared.connecting.lock().await;
         if let Some(s) = shared.live() {
             return Ok(s);
