@@ -146,50 +146,103 @@ impl Proxy {
 
         let pool = &self.default_pool;
         let endpoint = pool.pick();
-        let hop = headers::strip_hop_by_hop(&mut parts.headers);
         let client_version = parts.version;
+        let hop = headers::strip_hop_by_hop(&mut parts.headers);
         // An upgrade request with content is forwarded as a plain request: after a 101 the
         // bytes that follow belong to the tunnel, so a body would be ambiguous.
-        let upgrade = hop.upgrade.is_some()
-            && client_version == Version::HTTP_11
-            && pool.protocol == UpstreamProtocol::Http1
-            && http_body::Body::is_end_stream(&body);
-
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let upgrade = hop.upgrade.clone().filter(|_| {
+            client_version == Version::HTTP_11
+                && pool.protocol == UpstreamProtocol::Http1
+                && http_body::Body::is_end_stream(&body)
+        });
         let upstream_authority = match (&authority, self.settings.preserve_host) {
             (Some(a), true) => a.clone(),
             _ => endpoint.authority.clone(),
         };
-        // HTTP/1.1 is sent in origin-form (RFC 9112 §3.2.1) with `Host`; h2 needs scheme and
-        // `:authority` in the URI.
-        parts.uri = match pool.protocol {
-            UpstreamProtocol::Http1 => Uri::from(path),
-            UpstreamProtocol::Http2 => {
-                let scheme = if pool.tls {
-                    http::uri::Scheme::HTTPS
-                } else {
-                    http::uri::Scheme::HTTP
-                };
-                Uri::builder()
-                    .scheme(scheme)
-                    .authority(upstream_authority.clone())
-                    .path_and_query(path)
-                    .build()
-                    .map_err(|e| ProxyError::new(ErrorKind::BadRequest, format!("uri: {e}")))?
+        parts.uri = upstream_uri(&parts.uri, pool, &upstream_authority)?;
+        self.rewrite_request_headers(
+            &mut parts,
+            pool,
+            &hop,
+            authority.as_ref(),
+            &upstream_authority,
+            conn,
+        );
+
+        let mut client_upgrade = None;
+        let body = match upgrade {
+            Some(protocol) => {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, protocol);
+                client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                // After a 101 the bytes that follow belong to the tunnel, not to a body.
+                RequestBody::empty()
             }
+            None => RequestBody::new(body, self.limits.max_request_body),
         };
 
+        let fut = endpoint.upstream.send(Request::from_parts(parts, body));
+        let (resp, upstream_conn) =
+            match tokio::time::timeout(self.timeouts.upstream_response, fut).await {
+                Err(_) => {
+                    let detail = format!(
+                        "{} gave no response within {:?}",
+                        endpoint.address, self.timeouts.upstream_response
+                    );
+                    return Err(ProxyError::new(ErrorKind::UpstreamTimeout, detail));
+                }
+                Ok(Err(e)) => return Err(classify_send_error(&e, &endpoint.address)),
+                Ok(Ok(r)) => r,
+            };
+
+        let (mut rp, incoming) = resp.into_parts();
+        let body = if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(client_upgrade), Some(upstream_upgrade)) = (
+                client_upgrade,
+                rp.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            ) else {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamReset,
+                    "101 without an upgrade request",
+                ));
+            };
+            upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, conn.activity.clone());
+            // `Connection: upgrade` and `Upgrade` are what a 101 is about: kept as received.
+            ResponseBody::empty()
+        } else {
+            headers::strip_hop_by_hop(&mut rp.headers);
+            ResponseBody::upstream(incoming, upstream_conn)
+        };
+        if self.settings.via {
+            headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
+        }
+        rp.version = client_version;
+        Ok((
+            Response::from_parts(rp, body),
+            Some(endpoint.address.clone()),
+        ))
+    }
+
+    /// `Host`/`:authority`, `TE`, `X-Forwarded-*` and `Via` for the upstream request.
+    fn rewrite_request_headers(
+        &self,
+        parts: &mut http::request::Parts,
+        pool: &Pool,
+        hop: &headers::HopInfo,
+        client_authority: Option<&http::uri::Authority>,
+        upstream_authority: &http::uri::Authority,
+        conn: &ConnInfo,
+    ) {
+        let client_version = parts.version;
         let h = &mut parts.headers;
         match pool.protocol {
             UpstreamProtocol::Http1 => {
                 parts.version = Version::HTTP_11;
                 // Always regenerated: an absolute-form target or h2 `:authority` overrides
                 // a differing client `Host` (RFC 9112 §3.2.2); otherwise it is the same value.
-                h.insert(header::HOST, authority_value(&upstream_authority));
+                h.insert(header::HOST, authority_value(upstream_authority));
             }
             UpstreamProtocol::Http2 => {
                 parts.version = Version::HTTP_2;
@@ -210,7 +263,7 @@ impl Proxy {
                 header::HeaderName::from_static("x-forwarded-proto"),
                 HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
             );
-            if let Some(a) = &authority {
+            if let Some(a) = client_authority {
                 h.insert(
                     header::HeaderName::from_static("x-forwarded-host"),
                     authority_value(a),
@@ -220,65 +273,35 @@ impl Proxy {
         if self.settings.via {
             headers::add_via(h, self.via.for_version(client_version));
         }
+    }
+}
 
-        let mut client_upgrade = None;
-        let body = match hop.upgrade.filter(|_| upgrade) {
-            Some(protocol) => {
-                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                h.insert(header::UPGRADE, protocol);
-                client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                // After a 101 the bytes that follow belong to the tunnel, not to a body.
-                RequestBody::empty()
-            }
-            None => RequestBody::new(body, self.limits.max_request_body),
-        };
-
-        let upstream_req = Request::from_parts(parts, body);
-        let fut = endpoint.upstream.send(upstream_req);
-        let (mut resp, upstream_conn) =
-            match tokio::time::timeout(self.timeouts.upstream_response, fut).await {
-                Err(_) => {
-                    return Err(ProxyError::new(
-                        ErrorKind::UpstreamTimeout,
-                        format!(
-                            "{} gave no response within {:?}",
-                            endpoint.address, self.timeouts.upstream_response
-                        ),
-                    ));
-                }
-                Ok(Err(e)) => return Err(classify_send_error(&e, &endpoint.address)),
-                Ok(Ok(r)) => r,
+/// HTTP/1.1 is sent in origin-form (RFC 9112 §3.2.1) with `Host`; h2 needs scheme and
+/// `:authority` in the URI.
+fn upstream_uri(
+    uri: &Uri,
+    pool: &Pool,
+    authority: &http::uri::Authority,
+) -> Result<Uri, ProxyError> {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    match pool.protocol {
+        UpstreamProtocol::Http1 => Ok(Uri::from(path)),
+        UpstreamProtocol::Http2 => {
+            let scheme = if pool.tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
             };
-
-        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
-                return Err(ProxyError::new(
-                    ErrorKind::UpstreamReset,
-                    "101 without an upgrade request",
-                ));
-            };
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, conn.activity.clone());
-            let (mut rp, _) = resp.into_parts();
-            if self.settings.via {
-                headers::add_via(&mut rp.headers, self.via.for_version(Version::HTTP_11));
-            }
-            return Ok((
-                Response::from_parts(rp, ResponseBody::empty()),
-                Some(endpoint.address.clone()),
-            ));
+            Uri::builder()
+                .scheme(scheme)
+                .authority(authority.clone())
+                .path_and_query(path)
+                .build()
+                .map_err(|e| ProxyError::new(ErrorKind::BadRequest, format!("uri: {e}")))
         }
-
-        let (mut rp, rbody) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut rp.headers);
-        if self.settings.via {
-            headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
-        }
-        rp.version = client_version;
-        Ok((
-            Response::from_parts(rp, ResponseBody::upstream(rbody, upstream_conn)),
-            Some(endpoint.address.clone()),
-        ))
     }
 }
 
