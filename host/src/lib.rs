@@ -10,12 +10,15 @@ pub mod demo;
 pub mod listener;
 pub mod logging;
 pub mod proxy;
+mod signals;
+
+pub use signals::StopSignals;
 
 use config::Config;
+use listener::reload::CertReloader;
 use listener::tls::{CertResolver, TlsError};
 use listener::{Listener, Shared};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -46,9 +49,7 @@ pub struct Running {
     drain_tx: Option<mpsc::Sender<()>>,
     drain_rx: mpsc::Receiver<()>,
     grace: Duration,
-    resolvers: Vec<Arc<CertResolver>>,
-    reloads: Arc<watch::Sender<u64>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    certificates: CertReloader,
 }
 
 /// How a shutdown went.
@@ -128,8 +129,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     drop(shared);
 
-    let reloads = Arc::new(watch::Sender::new(0u64));
-    let watcher = watch_certificates(&resolvers, reloads.clone());
     Ok(Running {
         listeners: addrs,
         admin: admin_addr,
@@ -137,9 +136,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drain_tx: Some(drain_tx),
         drain_rx,
         grace: config.timeouts.shutdown_grace,
-        resolvers,
-        reloads,
-        _watcher: watcher,
+        certificates: CertReloader::new(resolvers),
     })
 }
 
@@ -155,12 +152,12 @@ impl Running {
     /// Re-reads every listener certificate. All-or-nothing per listener; established
     /// connections are untouched.
     pub fn reload_certificates(&self) -> Result<(), TlsError> {
-        reload_all(&self.resolvers, &self.reloads)
+        self.certificates.reload()
     }
 
     /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.
     pub fn certificate_reloads(&self) -> watch::Receiver<u64> {
-        self.reloads.subscribe()
+        self.certificates.subscribe()
     }
 
     /// Stops accepting, lets in-flight requests finish, closes idle connections; waits at
@@ -171,127 +168,6 @@ impl Running {
         match tokio::time::timeout(self.grace, self.drain_rx.recv()).await {
             Ok(_) => ShutdownOutcome::Drained,
             Err(_) => ShutdownOutcome::TimedOut,
-        }
-    }
-}
-
-fn reload_all(
-    resolvers: &[Arc<CertResolver>],
-    reloads: &watch::Sender<u64>,
-) -> Result<(), TlsError> {
-    for r in resolvers {
-        if let Err(e) = r.reload() {
-            tracing::error!(error = %e, "certificate reload failed; keeping the current certificates");
-            return Err(e);
-        }
-    }
-    reloads.send_modify(|n| *n += 1);
-    tracing::info!(listeners = resolvers.len(), "certificates reloaded");
-    Ok(())
-}
-
-/// Watches the directories holding certificate files and reloads on any change in them
-/// (directory-level so renames and Kubernetes-style symlink swaps are seen too).
-fn watch_certificates(
-    resolvers: &[Arc<CertResolver>],
-    reloads: Arc<watch::Sender<u64>>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    if resolvers.is_empty() {
-        return None;
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch certificate files; reload with SIGHUP");
-            return None;
-        }
-    };
-    let mut dirs: Vec<PathBuf> = resolvers
-        .iter()
-        .flat_map(|r| {
-            r.files()
-                .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for d in &dirs {
-        let d = if d.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            d.clone()
-        };
-        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %d.display(), error = %e, "cannot watch certificate directory");
-        }
-    }
-    let resolvers = resolvers.to_vec();
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: a cert and key are usually written one after the other.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            let _ = reload_all(&resolvers, &reloads);
-        }
-    });
-    Some(watcher)
-}
-
-/// SIGINT, SIGTERM and SIGHUP handlers. Install them before announcing readiness: from then
-/// on those signals are queued for [`StopSignals::wait`] instead of killing the process.
-pub struct StopSignals(
-    Option<(
-        tokio::signal::unix::Signal,
-        tokio::signal::unix::Signal,
-        tokio::signal::unix::Signal,
-    )>,
-);
-
-impl StopSignals {
-    /// Must be called inside a tokio runtime.
-    pub fn install() -> StopSignals {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(term), Ok(int), Ok(hup)) => StopSignals(Some((term, int, hup))),
-            _ => {
-                tracing::error!("cannot install signal handlers");
-                StopSignals(None)
-            }
-        }
-    }
-
-    /// Waits for SIGINT or SIGTERM; on SIGHUP reloads certificates and keeps waiting.
-    pub async fn wait(&mut self, running: &Running) {
-        let Some((term, int, hup)) = &mut self.0 else {
-            return std::future::pending().await;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: shutting down gracefully"); return }
-                _ = int.recv() => { tracing::info!("SIGINT: shutting down gracefully"); return }
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading certificates");
-                    let _ = running.reload_certificates();
-                }
-            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! serving (ALPN on TLS, prior knowledge on cleartext), client timeouts and graceful drain.
 
 mod activity;
+pub mod reload;
 pub mod tls;
 
 pub use activity::{Activity, RequestGuard, Verdict};
