@@ -186,13 +186,11 @@ async fn serve(
     shared: &Shared,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let local = stream.local_addr()?;
     let activity = Activity::new(shared.drain.clone());
     match tls {
         None => {
             let info = ConnInfo {
                 client: peer,
-                local,
                 tls: false,
                 sni: None,
                 listener,
@@ -216,7 +214,6 @@ async fn serve(
             };
             let info = ConnInfo {
                 client: peer,
-                local,
                 tls: true,
                 sni,
                 listener,

@@ -29,7 +29,6 @@ use upstream::{Pool, PoolError};
 #[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
     pub sni: Option<String>,
     /// Listener name, for logs.
