@@ -449,3 +449,62 @@ async fn connection_limit_answers_503() {
         assert_eq!(body, "released");
     }
 }
+
+/// An upstream that sends its head and a first chunk and then goes silent must not hold the
+/// client forever: after `upstream_response` without body bytes the proxy aborts the response
+/// (the client sees the first chunk, then a truncated body), and the proxy keeps serving.
+#[tokio::test]
+async fn stalled_upstream_body_is_aborted_after_the_response_timeout() {
+    use http_body_util::BodyExt;
+    // Holds the origin's body sender open (never finishing the body) until the test ends.
+    let (keep_tx, mut keep_rx) = mpsc::unbounded_channel();
+    let origin = Origin::start(move |req| {
+        let keep_tx = keep_tx.clone();
+        async move {
+            if req.uri().path() == "/ok" {
+                return text(200, "fine");
+            }
+            let (tx, rx) =
+                mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(1);
+            tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"first",
+            ))))
+            .await
+            .unwrap();
+            keep_tx.send(tx).unwrap();
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            });
+            let body = http_body_util::StreamBody::new(stream)
+                .map_err(|e| e.into())
+                .boxed();
+            let mut r = http::Response::new(body);
+            r.headers_mut()
+                .insert("content-length", "100".parse().unwrap());
+            r
+        }
+    })
+    .await;
+    let proxy = ProxyBuilder::for_origin(&origin)
+        .toml("[timeouts]\nupstream_response = \"300ms\"")
+        .start()
+        .await;
+
+    let started = Instant::now();
+    let mut c = h1(proxy.http).await;
+    let resp = send(&mut c, get("/stall", "example.test")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = guarded("first chunk", body.frame()).await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    let rest = guarded("the stalled body to be aborted", body.collect()).await;
+    assert!(
+        rest.is_err(),
+        "a stalled body must end in an error, got {rest:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let _still_open = keep_rx.recv().await.unwrap();
+
+    let resp = send(&mut h1(proxy.http).await, get("/ok", "example.test")).await;
+    assert_eq!(resp.status(), 200);
+}

@@ -9,8 +9,10 @@ use super::connection::PooledConn;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -94,9 +96,40 @@ pub trait OnComplete: Send + Sync + 'static {
     fn complete(&mut self, body_bytes: u64, finished: bool);
 }
 
+/// Raised when an upstream body stalls for longer than `timeouts.upstream_response`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent no body bytes for {0:?}")]
+pub struct UpstreamStalled(pub Duration);
+
+/// Bounds the wait between two reads of an upstream body (what nginx calls
+/// `proxy_read_timeout`). The timer is created only when a read has to wait, so a body that
+/// arrives with its head costs no timer at all.
+struct StallTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl StallTimer {
+    /// Call when the body is pending: starts the countdown if data flowed since the last wait.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
 enum Inner {
     /// The upstream's body and, for HTTP/1.1, the connection to give back once it is read.
-    Upstream(Incoming, Option<PooledConn>),
+    Upstream(Incoming, Option<PooledConn>, StallTimer),
     Full(Option<Bytes>),
 }
 
@@ -118,8 +151,14 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, conn: Option<PooledConn>) -> Self {
-        Self::with(Inner::Upstream(body, conn))
+    /// The upstream's body; it fails if no bytes arrive for `stall_limit`.
+    pub fn upstream(body: Incoming, conn: Option<PooledConn>, stall_limit: Duration) -> Self {
+        let stall = StallTimer {
+            limit: stall_limit,
+            sleep: None,
+            armed: false,
+        };
+        Self::with(Inner::Upstream(body, conn, stall))
     }
 
     pub fn full(bytes: Bytes) -> Self {
@@ -150,7 +189,7 @@ impl ResponseBody {
     fn done(&mut self) {
         // hyper stops polling once `is_end_stream` is true, so that also counts as finished.
         let finished = !self.failed && (self.finished || self.is_end_stream());
-        if let Inner::Upstream(_, conn) = &mut self.inner {
+        if let Inner::Upstream(_, conn, _) = &mut self.inner {
             if let Some(conn) = conn.take() {
                 if finished {
                     conn.release();
@@ -179,9 +218,17 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Inner::Upstream(b, _) => {
-                ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
-            }
+            Inner::Upstream(b, _, stall) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    stall.armed = false;
+                    frame.map(|r| r.map_err(BoxError::from))
+                }
+                Poll::Pending if stall.poll_expired(cx) => {
+                    tracing::warn!(after = ?stall.limit, "upstream body stalled; aborting the response");
+                    Some(Err(Box::new(UpstreamStalled(stall.limit)) as BoxError))
+                }
+                Poll::Pending => return Poll::Pending,
+            },
             Inner::Full(b) => b.take().map(|d| Ok(Frame::data(d))),
         };
         match &polled {
@@ -204,14 +251,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b, _) => b.is_end_stream(),
+            Inner::Upstream(b, _, _) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b, _) => b.size_hint(),
+            Inner::Upstream(b, _, _) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

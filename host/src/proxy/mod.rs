@@ -212,7 +212,7 @@ impl Proxy {
             ResponseBody::empty()
         } else {
             headers::strip_hop_by_hop(&mut rp.headers);
-            ResponseBody::upstream(incoming, upstream_conn)
+            ResponseBody::upstream(incoming, upstream_conn, self.timeouts.upstream_response)
         };
         if self.settings.via {
             headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
