@@ -152,10 +152,6 @@ impl Config {
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
         validate::parse(text, file, base)
     }
-
-    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
-        self.pools.iter().find(|p| p.name == name)
-    }
 }
 
 impl Default for Timeouts {

@@ -37,7 +37,6 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Shared {
     pub proxy: Arc<Proxy>,
     pub timeouts: Timeouts,
-    pub limits: Limits,
     /// `limits.max_connections` across all listeners.
     pub connections: Arc<Semaphore>,
     /// Bounds how many over-limit connections we spend effort rejecting politely.
@@ -91,7 +90,6 @@ impl Shared {
         Shared {
             proxy,
             timeouts,
-            limits,
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(1024)),
             shutdown,

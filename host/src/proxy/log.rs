@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub(super) struct AccessRecord {
     client: std::net::SocketAddr,
     listener: Arc<str>,
+    sni: Option<String>,
     method: http::Method,
     host: String,
     path: String,
@@ -38,6 +39,7 @@ impl AccessRecord {
         AccessRecord {
             client: conn.client,
             listener: conn.listener.clone(),
+            sni: conn.sni.clone(),
             method: req.method().clone(),
             host,
             path: req
@@ -69,6 +71,7 @@ impl AccessRecord {
             target: "sluice::access",
             client = %self.client,
             listener = %self.listener,
+            sni = self.sni.as_deref().unwrap_or("-"),
             method = %self.method,
             host = %self.host,
             path = %self.path,
