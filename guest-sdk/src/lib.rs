@@ -1,0 +1,103 @@
+//! Write [sluice](https://example.invalid/sluice) routing policies in Rust.
+//!
+//! A policy is a WebAssembly component with one function: for every request the proxy calls
+//! it with the [`Request`] and it answers with a [`Decision`]: forward the request to a pool
+//! (with a hash key, cache policy, header edits, a rewrite) or respond locally.
+//!
+//! ```no_run
+//! use sluice_sdk::prelude::*;
+//!
+//! #[sluice_sdk::policy]
+//! fn decide(req: &Request) -> Decision {
+//!     if req.path().starts_with("/api/") {
+//!         return Decision::forward("api").hash_key(req.client_ip()).no_cache();
+//!     }
+//!     Decision::forward("web").cache_key(req.method_path_sorted_query()).ttl(60)
+//! }
+//! ```
+//!
+//! Build it as a `cdylib` for `wasm32-wasip2`:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! sluice-sdk = { path = "../guest-sdk" }
+//! ```
+//!
+//! ```sh
+//! cargo build --target wasm32-wasip2 --release   # -> target/wasm32-wasip2/release/<name>.wasm
+//! ```
+//!
+//! What the host gives a policy besides the request: [`balancer`] (its pools and picks),
+//! [`config`] (the policy's settings from the host's config) and [`log`]. Nothing else: no
+//! filesystem, network, clock or environment. Each call runs in a fresh instance, so global
+//! state does not survive between requests.
+//!
+//! A panic is logged through the host's log at error level (the SDK installs a panic hook),
+//! then traps; the host answers per its `fail` setting (forward to the default pool, or 503).
+//!
+//! The crate also compiles for native targets, where the host functions are stubs that panic
+//! if called: policies can be type-checked, linted and unit-tested natively (the pure parts,
+//! such as the [`Decision`] builders), but run only inside the host.
+#![deny(missing_docs)]
+
+// wit-bindgen's generated code names this crate by its external name.
+extern crate self as sluice_sdk;
+
+#[doc(hidden)]
+#[path = "bindings.rs"]
+pub mod __bindings;
+
+pub mod balancer;
+pub mod config;
+mod decision;
+pub mod log;
+mod request;
+
+pub use decision::Decision;
+pub use request::{Header, Request};
+
+/// Exports a function as the policy's `decide`.
+///
+/// The function takes `&Request` and returns [`Decision`]; its name does not matter. Put the
+/// attribute on exactly one function of the crate (a `cdylib`). The function stays an ordinary
+/// function that other code can call.
+///
+/// The attribute refers to this crate as `::sluice_sdk`, so depend on it under that name. The
+/// export glue it generates is `unsafe` (as all component exports are) under an
+/// `#[allow(unsafe_code)]`, so it works in crates that `deny(unsafe_code)` but not in crates
+/// that `forbid` it.
+///
+/// # Example
+/// ```no_run
+/// use sluice_sdk::prelude::*;
+///
+/// #[sluice_sdk::policy]
+/// fn route(req: &Request) -> Decision {
+///     match req.host() {
+///         "static.example.com" => Decision::forward("static").ttl(86_400),
+///         _ => Decision::forward_default(),
+///     }
+/// }
+/// ```
+pub use sluice_sdk_macros::policy;
+
+/// Everything a typical policy uses: `use sluice_sdk::prelude::*;`.
+///
+/// Brings in [`Request`], [`Decision`], [`Header`] and the [`balancer`], [`config`] and
+/// [`log`] modules.
+///
+/// # Example
+/// ```no_run
+/// use sluice_sdk::prelude::*;
+///
+/// fn decide(_req: &Request) -> Decision {
+///     log::debug("default route");
+///     Decision::forward(config::get_or("pool", "web"))
+/// }
+/// ```
+pub mod prelude {
+    pub use crate::{Decision, Header, Request, balancer, config, log};
+}
