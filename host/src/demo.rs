@@ -236,8 +236,9 @@ access_log = true
     println!("  curl -s -o /dev/null -w '%{{size_download}} bytes\\n' http://{http}/large?mb=64");
     println!("  curl -i http://{http}/slow?ms=500");
     println!("  curl -s http://{admin}/health");
+    println!("  curl -s http://{admin}/policy      # the Wasm policy revision serving requests");
     println!("press Ctrl-C to stop");
-    signals.wait(&running).await;
+    signals.wait(&running, None).await;
     println!("stopping: {:?}", running.shutdown().await);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

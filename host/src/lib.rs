@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod listener;
 pub mod logging;
+pub mod policy;
 pub mod proxy;
 mod signals;
 
@@ -38,6 +39,8 @@ pub enum StartError {
     Rustls(#[from] rustls::Error),
     #[error("{0}")]
     Pool(#[from] proxy::upstream::PoolError),
+    #[error("{0}")]
+    Policy(#[from] policy::LoadError),
 }
 
 /// A started proxy. Dropping it does not stop it; call [`Running::shutdown`].
@@ -50,6 +53,8 @@ pub struct Running {
     drain_rx: mpsc::Receiver<()>,
     grace: Duration,
     certificates: CertReloader,
+    policy: Arc<policy::PolicyRuntime>,
+    _policy_watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// How a shutdown went.
@@ -63,7 +68,17 @@ pub enum ShutdownOutcome {
 
 /// Binds every listener and starts serving. Must be called inside a tokio runtime.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let proxy = Arc::new(proxy::Proxy::new(&config)?);
+    let pools = Arc::new(proxy::upstream::Pools::new(&config)?);
+    let policy = {
+        let (cfg, upstreams) = (config.policy.clone(), pools.clone());
+        // Compiling may take a while (seconds for a JavaScript component without a cache).
+        let built =
+            tokio::task::spawn_blocking(move || policy::PolicyRuntime::new(&cfg, upstreams))
+                .await
+                .map_err(|e| policy::LoadError(format!("loading the policy: {e}")))?;
+        Arc::new(built?)
+    };
+    let proxy = Arc::new(proxy::Proxy::new(&config, pools, policy.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = mpsc::channel(1);
 
@@ -108,6 +123,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             tokio::spawn(admin::run(
                 tcp,
                 a.clone(),
+                policy.clone(),
                 shutdown_rx.clone(),
                 drain_tx.clone(),
             ));
@@ -137,6 +153,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drain_rx,
         grace: config.timeouts.shutdown_grace,
         certificates: CertReloader::new(resolvers),
+        _policy_watcher: policy::watch::watch_module(&policy),
+        policy,
     })
 }
 
@@ -158,6 +176,11 @@ impl Running {
     /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.
     pub fn certificate_reloads(&self) -> watch::Receiver<u64> {
         self.certificates.subscribe()
+    }
+
+    /// The policy runtime: reload, upload, rollback, status.
+    pub fn policy(&self) -> &Arc<policy::PolicyRuntime> {
+        &self.policy
     }
 
     /// Stops accepting, lets in-flight requests finish, closes idle connections; waits at

@@ -28,10 +28,16 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Validate a config file (and read its certificates), then exit.
+    /// Validate a config file (read its certificates, compile and rehearse its policy), then
+    /// exit.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// Develop policies locally: run a component on requests without a proxy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Start demo origins and a proxy in front of them; no files needed.
     Demo {
@@ -41,6 +47,35 @@ enum Command {
         https: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the decision for one request as JSON, or check a corpus of request/decision
+    /// pairs (exit status 1 on any mismatch).
+    Test {
+        /// The policy component (.wasm).
+        module: PathBuf,
+        /// `METHOD URL`, e.g. `GET https://example.com/api/x?b=2`.
+        #[arg(long, short = 'r', required_unless_present = "corpus")]
+        request: Option<String>,
+        /// A request header, `name: value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The client IP the policy sees.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+        /// JSON lines of `{"request", "headers", "client", "expect"}`; `expect` is matched as a
+        /// subset of the decision.
+        #[arg(long, conflicts_with = "request")]
+        corpus: Option<PathBuf>,
+        /// A sluice config: its pools and `[policy]` settings and limits are used.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// A policy setting `key=value`, overriding the config's; repeatable.
+        #[arg(long = "set")]
+        settings: Vec<String>,
     },
 }
 
@@ -57,6 +92,33 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Policy {
+            command: PolicyCommand::Test {
+                module,
+                request,
+                headers,
+                client,
+                corpus,
+                config,
+                settings,
+            },
+        } => {
+            return match policy_test(
+                &module,
+                request.as_deref(),
+                &headers,
+                client,
+                corpus.as_deref(),
+                config.as_deref(),
+                &settings,
+            ) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sluice: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Check { config } => check(config),
         Command::Demo { http, https, admin } => {
@@ -82,7 +144,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     // Installed before binding: from here a SIGTERM is a graceful stop, never a kill.
     let mut signals = sluice::StopSignals::install();
     let running = sluice::start(config).await?;
-    signals.wait(&running).await;
+    signals.wait(&running, Some(&path)).await;
     let outcome = running.shutdown().await;
     tracing::info!(?outcome, "stopped");
     Ok(())
@@ -95,12 +157,103 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             sluice::listener::tls::CertResolver::new(tls.clone())?;
         }
     }
+    let pools = std::sync::Arc::new(sluice::proxy::upstream::Pools::new(&config)?);
+    let policy = sluice::policy::PolicyRuntime::new(&config.policy, pools)?;
+    let active = policy.status().active;
     println!(
-        "{}: ok ({} listeners, {} pools, default pool \"{}\")",
+        "{}: ok ({} listeners, {} pools, default pool \"{}\", policy {} sha256 {})",
         path.display(),
         config.listeners.len(),
         config.pools.len(),
-        config.proxy.default_pool
+        config.proxy.default_pool,
+        active.source,
+        &active.sha256[..12]
     );
     Ok(())
+}
+
+/// `sluice policy test`: exit 0 when every decision was made (and matched), 1 on a mismatch
+/// or a policy failure, 2 when the module or inputs cannot be used.
+fn policy_test(
+    module: &std::path::Path,
+    request: Option<&str>,
+    headers: &[String],
+    client: std::net::IpAddr,
+    corpus: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    settings: &[String],
+) -> anyhow::Result<ExitCode> {
+    use sluice::policy::local::{CorpusCase, LocalPolicy, TestRequest, matches, outcome_json};
+    use std::sync::Arc;
+    let (mut policy_config, upstreams) = match config {
+        Some(path) => {
+            let c = sluice::config::Config::load(path)?;
+            let pools: Arc<dyn sluice::policy::Upstreams> =
+                Arc::new(sluice::proxy::upstream::Pools::new(&c)?);
+            (c.policy, Some(pools))
+        }
+        None => (sluice::config::PolicyConfig::default(), None),
+    };
+    for s in settings {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected key=value"))?;
+        policy_config.settings.insert(k.to_owned(), v.to_owned());
+    }
+    let bytes = std::fs::read(module)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", module.display()))?;
+    let policy = LocalPolicy::load(&bytes, &policy_config, upstreams)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", module.display()))?;
+
+    let Some(corpus) = corpus else {
+        let req = TestRequest::parse(request.unwrap_or_default(), headers, client)
+            .map_err(anyhow::Error::msg)?;
+        let result = policy.decide(&req);
+        println!("{}", serde_json::to_string_pretty(&outcome_json(&result))?);
+        if let Err(f) = &result {
+            eprintln!("policy failed: {:?}: {}", f.kind, f.detail);
+            if !f.backtrace.is_empty() {
+                eprintln!("guest backtrace (innermost first):");
+                for (i, frame) in f.backtrace.iter().enumerate() {
+                    eprintln!("  {i:>2}: {frame}");
+                }
+            }
+            return Ok(ExitCode::from(1));
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+
+    let text = std::fs::read_to_string(corpus)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", corpus.display()))?;
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let case: CorpusCase = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display()))?;
+        let headers: Vec<String> = case.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let req = TestRequest::parse(&case.request, &headers, case.client.unwrap_or(client))
+            .map_err(|e| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display()))?;
+        let actual = outcome_json(&policy.decide(&req));
+        if matches(&case.expect, &actual) {
+            passed += 1;
+        } else {
+            failed += 1;
+            println!(
+                "{}:{line_no}: MISMATCH for `{}`\n  expected (subset): {}\n  actual:            {}",
+                corpus.display(),
+                case.request,
+                case.expect,
+                actual
+            );
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

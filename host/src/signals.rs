@@ -1,4 +1,5 @@
-//! Process signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads certificates.
+//! Process signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads certificates and the
+//! policy.
 
 use crate::Running;
 
@@ -29,8 +30,10 @@ impl StopSignals {
         }
     }
 
-    /// Waits for SIGINT or SIGTERM; on SIGHUP reloads certificates and keeps waiting.
-    pub async fn wait(&mut self, running: &Running) {
+    /// Waits for SIGINT or SIGTERM. On SIGHUP reloads certificates and the policy module, with
+    /// the `[policy]` table re-read from `config` when given (other sections need a restart),
+    /// and keeps waiting.
+    pub async fn wait(&mut self, running: &Running, config: Option<&std::path::Path>) {
         let Some((term, int, hup)) = &mut self.0 else {
             return std::future::pending().await;
         };
@@ -39,8 +42,18 @@ impl StopSignals {
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down gracefully"); return }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down gracefully"); return }
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading certificates");
+                    tracing::info!("SIGHUP: reloading certificates and policy");
                     let _ = running.reload_certificates();
+                    let policy = match config.map(crate::config::Config::load) {
+                        None => None,
+                        Some(Ok(c)) => Some(c.policy),
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "config not reloaded; keeping the policy");
+                            continue;
+                        }
+                    };
+                    // Failures are logged by the runtime; the active revision keeps serving.
+                    let _ = running.policy().reload(policy).await;
                 }
             }
         }

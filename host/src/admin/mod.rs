@@ -1,9 +1,16 @@
 //! The admin listener: its own socket, never reachable through a proxy listener, guarded by a
 //! bearer token when one is configured. HTTP/1.1 only; JSON responses.
 //!
-//! Endpoints: `GET /health`. Later steps add pools, stats, cache purge and policy upload.
+//! Endpoints:
+//! - `GET /health`
+//! - `GET /policy`: the active policy revision (id, sha256, source, load time, counters) and
+//!   the previous ones;
+//! - `PUT /policy`: the body is a new component; answers 200 with the new revision once it
+//!   serves, or 422 with the reason (the active revision keeps serving);
+//! - `POST /policy/rollback`: makes the newest previous revision active again.
 
 use crate::config::AdminConfig;
+use crate::policy::PolicyRuntime;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -19,17 +26,23 @@ use tokio::sync::{mpsc, watch};
 pub struct AdminState {
     pub token: Option<String>,
     pub started: Instant,
+    pub policy: Arc<PolicyRuntime>,
 }
+
+/// Largest policy component accepted by `PUT /policy`.
+const MAX_UPLOAD: usize = 64 << 20;
 
 pub async fn run(
     listener: TcpListener,
     cfg: AdminConfig,
+    policy: Arc<PolicyRuntime>,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
     let state = Arc::new(AdminState {
         token: cfg.token,
         started: Instant::now(),
+        policy,
     });
     loop {
         let (stream, _) = tokio::select! {
@@ -50,7 +63,7 @@ pub async fn run(
             let _drain = drain;
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -68,7 +81,7 @@ pub async fn run(
     }
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(token) = &state.token {
         if !authorized(&req, token) {
             let mut r = json(
@@ -91,7 +104,33 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             });
             json(StatusCode::OK, body.to_string())
         }
-        (_, "/health") => json(
+        (&Method::GET, "/policy") => ok_json(&state.policy.status()),
+        (&Method::PUT, "/policy") => {
+            use http_body_util::BodyExt;
+            let body = match http_body_util::Limited::new(req.into_body(), MAX_UPLOAD)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let status = if e.is::<http_body_util::LengthLimitError>() {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    } else {
+                        StatusCode::BAD_REQUEST
+                    };
+                    return error(status, &format!("reading the upload: {e}"));
+                }
+            };
+            match state.policy.upload(body.to_vec()).await {
+                Ok(info) => ok_json(&info),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+            }
+        }
+        (&Method::POST, "/policy/rollback") => match state.policy.rollback() {
+            Ok(info) => ok_json(&info),
+            Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+        },
+        (_, "/health" | "/policy" | "/policy/rollback") => json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"error":"method not allowed"}"#.into(),
         ),
@@ -118,6 +157,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ok_json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => json(StatusCode::OK, s),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message }).to_string())
 }
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {

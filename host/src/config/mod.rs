@@ -31,6 +31,7 @@ pub struct Config {
     pub limits: Limits,
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +134,72 @@ pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
     pub access_log: bool,
+}
+
+/// What happens to a request whose policy traps, overruns its deadline or memory cap, or
+/// returns a decision the host rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Forward the request, unchanged, to `proxy.default_pool`.
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+/// How instances of the policy component are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceMode {
+    /// A new instance per request: no state survives a request.
+    Fresh,
+    /// Each instance serves up to this many requests (for language runtimes that take
+    /// milliseconds to start); guest globals survive between those requests.
+    Reuse(u32),
+}
+
+/// Largest `policy.memory`; the engine's memory slots are sized for it.
+pub const MAX_POLICY_MEMORY: u64 = 1 << 30;
+
+/// WASI interfaces refused at load unless the operator allows them by name.
+pub const REFUSED_IMPORTS: [&str; 3] = ["wasi:filesystem", "wasi:sockets", "wasi:http"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// The component file; `None` runs the default policy built into the binary.
+    pub module: Option<PathBuf>,
+    /// Names the policy in logs and the admin API.
+    pub name: String,
+    pub fail: FailMode,
+    /// CPU time one `decide` call may take.
+    pub deadline: Duration,
+    /// Cap on the guest's linear memory.
+    pub memory: usize,
+    pub instances: InstanceMode,
+    /// Reload when the module file changes.
+    pub watch: bool,
+    /// Entries of [`REFUSED_IMPORTS`] the operator allows (linked to trapping stubs).
+    pub allow_imports: Vec<String>,
+    /// `[policy.settings]`, every value as text; what the guest's `config.get` returns.
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Decide with a native Rust copy of the default policy instead of running Wasm: only for
+    /// measuring what the Wasm call costs.
+    pub native: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            module: None,
+            name: "default".into(),
+            fail: FailMode::Closed,
+            deadline: Duration::from_millis(5),
+            memory: 16 << 20,
+            instances: InstanceMode::Fresh,
+            watch: true,
+            allow_imports: Vec::new(),
+            settings: Default::default(),
+            native: false,
+        }
+    }
 }
 
 impl Config {

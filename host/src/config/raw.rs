@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub log: RawLog,
+    pub policy: Option<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,4 +169,27 @@ pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
     pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub module: Option<String>,
+    pub name: Option<String>,
+    pub fail: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub deadline: Option<std::time::Duration>,
+    pub memory: Option<bytesize::ByteSize>,
+    pub instances: Option<RawInstances>,
+    pub watch: Option<bool>,
+    pub allow_imports: Option<Vec<String>>,
+    pub settings: Option<toml::Table>,
+    pub native: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstances {
+    /// Serve this many requests from one instance before replacing it; absent = fresh each time.
+    pub reuse: Option<i64>,
 }

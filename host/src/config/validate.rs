@@ -228,6 +228,11 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         access_log: raw.log.access_log.unwrap_or(true),
     };
 
+    let policy = match raw.policy {
+        None => PolicyConfig::default(),
+        Some(p) => policy(p, cx)?,
+    };
+
     Ok(Config {
         listeners,
         pools,
@@ -236,6 +241,104 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         limits,
         admin,
         log,
+        policy,
+    })
+}
+
+fn policy(p: RawPolicy, cx: &Ctx) -> Result<PolicyConfig, ConfigError> {
+    let d = PolicyConfig::default();
+    let module = p.module.map(|m| cx.path(&m));
+    let name = match (p.name, &module) {
+        (Some(n), _) => n,
+        (None, Some(m)) => m
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| d.name.clone()),
+        (None, None) => d.name.clone(),
+    };
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(cx.err(
+            "policy.name",
+            "must be 1 to 64 printable characters without spaces",
+        ));
+    }
+    let fail = match p.fail.as_deref() {
+        None => d.fail,
+        Some("open") => FailMode::Open,
+        Some("closed") => FailMode::Closed,
+        Some(other) => {
+            return Err(cx.err(
+                "policy.fail",
+                format!("\"{other}\" is not one of \"open\", \"closed\""),
+            ));
+        }
+    };
+    let deadline = p.deadline.unwrap_or(d.deadline);
+    if deadline < Duration::from_millis(1) || deadline > Duration::from_secs(10) {
+        return Err(cx.err(
+            "policy.deadline",
+            format!("{deadline:?} is out of range 1ms..=10s"),
+        ));
+    }
+    let memory = match p.memory {
+        None => d.memory,
+        Some(m) if (1 << 20..=MAX_POLICY_MEMORY).contains(&m.as_u64()) => m.as_u64() as usize,
+        Some(m) => {
+            return Err(cx.err(
+                "policy.memory",
+                format!("{m} is out of range 1MiB..=1GiB"),
+            ));
+        }
+    };
+    let instances = match p.instances.and_then(|i| i.reuse) {
+        None => InstanceMode::Fresh,
+        Some(n) if (1..=1_000_000).contains(&n) => InstanceMode::Reuse(n as u32),
+        Some(n) => {
+            return Err(cx.err(
+                "policy.instances.reuse",
+                format!("{n} is out of range 1..=1000000"),
+            ));
+        }
+    };
+    let allow_imports = p.allow_imports.unwrap_or_default();
+    for (i, a) in allow_imports.iter().enumerate() {
+        if !REFUSED_IMPORTS.contains(&a.as_str()) {
+            return Err(cx.err(
+                format!("policy.allow_imports[{i}]"),
+                format!("\"{a}\" is not one of {REFUSED_IMPORTS:?}"),
+            ));
+        }
+    }
+    let mut settings = std::collections::BTreeMap::new();
+    for (k, v) in p.settings.unwrap_or_default() {
+        let text = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(cx.err(
+                    format!("policy.settings.{k}"),
+                    format!(
+                        "a {} is not allowed: settings are strings, numbers or booleans",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        settings.insert(k, text);
+    }
+    Ok(PolicyConfig {
+        module,
+        name,
+        fail,
+        deadline,
+        memory,
+        instances,
+        watch: p.watch.unwrap_or(d.watch),
+        allow_imports,
+        settings,
+        native: p.native.unwrap_or(false),
     })
 }
 

@@ -204,7 +204,7 @@ async fn serve(
                 io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
             })??;
             let (_, session) = tls.get_ref();
-            let sni = session.server_name().map(str::to_owned);
+            let sni = session.server_name().map(Arc::<str>::from);
             let builder = match session.alpn_protocol() {
                 Some(b"h2") => &shared.builders.h2,
                 Some(b"http/1.1") => &shared.builders.h1,

@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Overloaded,
     /// The client went away or its body stream failed while we were forwarding it.
     ClientAborted,
+    /// The policy trapped, overran a limit or returned an invalid decision, with
+    /// `fail = "closed"`.
+    PolicyFailed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,7 @@ impl ProxyError {
             ErrorKind::UpstreamUnreachable => (Side::Upstream, true),
             ErrorKind::UpstreamReset | ErrorKind::UpstreamTimeout => (Side::Upstream, false),
             ErrorKind::Overloaded => (Side::Internal, true),
+            ErrorKind::PolicyFailed => (Side::Internal, false),
         };
         ProxyError {
             kind,
@@ -84,7 +88,7 @@ impl ProxyError {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::PolicyFailed => StatusCode::SERVICE_UNAVAILABLE,
             // Nobody may be listening; 400 is what nginx logs as 499's nearest standard code.
             ErrorKind::ClientAborted => StatusCode::BAD_REQUEST,
         }

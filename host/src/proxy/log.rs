@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub(super) struct AccessRecord {
     client: std::net::SocketAddr,
     listener: Arc<str>,
-    sni: Option<String>,
+    sni: Option<Arc<str>>,
     method: http::Method,
     host: String,
     path: String,

@@ -1,7 +1,9 @@
-//! The request pipeline: validate -> pick upstream -> rewrite headers -> forward -> respond.
+//! The request pipeline: validate -> policy decides -> pick upstream -> edit headers ->
+//! forward -> respond.
 //!
 //! `proxy/` never touches a listening socket and never names a TLS or Wasm type: it gets a
-//! request plus [`ConnInfo`] and returns a response. Errors become responses in one place
+//! request plus [`ConnInfo`], asks the [`PolicyRuntime`] for a decision in plain Rust types,
+//! and returns a response. Errors become responses in one place
 //! ([`error::ProxyError::to_response`]).
 
 pub mod body;
@@ -12,25 +14,25 @@ mod log;
 mod upgrade;
 pub mod upstream;
 
-use crate::config::{Config, Limits, ProxySettings, Timeouts, UpstreamProtocol};
+use crate::config::{Config, FailMode, Limits, ProxySettings, Timeouts, UpstreamProtocol};
+use crate::policy::{Decision, Forward, LocalResponse, PolicyRequest, PolicyRuntime, Verdict};
 use body::{BodyTooLarge, RequestBody, ResponseBody};
 use connection::SendError;
 use error::{ErrorKind, ProxyError};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use upstream::{Pool, PoolError};
+use upstream::{Pool, Pools};
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
-    pub sni: Option<String>,
+    pub sni: Option<Arc<str>>,
     /// Listener name, for logs.
     pub listener: Arc<str>,
     /// Per-connection activity, read by the listener's idle watchdog.
@@ -67,8 +69,8 @@ impl ViaValues {
 
 /// Everything a request needs, built once per configuration.
 pub struct Proxy {
-    pools: HashMap<Arc<str>, Arc<Pool>>,
-    default_pool: Arc<Pool>,
+    pools: Arc<Pools>,
+    policy: Arc<PolicyRuntime>,
     settings: ProxySettings,
     timeouts: Timeouts,
     limits: Limits,
@@ -77,26 +79,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Result<Proxy, PoolError> {
-        let mut pools = HashMap::new();
-        for p in &config.pools {
-            let pool = Arc::new(Pool::new(p, config.timeouts.upstream_connect)?);
-            pools.insert(pool.name.clone(), pool);
-        }
-        let default_pool = pools[config.proxy.default_pool.as_str()].clone();
-        Ok(Proxy {
+    pub fn new(config: &Config, pools: Arc<Pools>, policy: Arc<PolicyRuntime>) -> Proxy {
+        Proxy {
             pools,
-            default_pool,
+            policy,
             via: ViaValues::new(&config.proxy.via_name),
             settings: config.proxy.clone(),
             timeouts: config.timeouts,
             limits: config.limits,
             access_log: config.log.access_log,
-        })
-    }
-
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.get(name)
+        }
     }
 
     /// Serves one request. Never fails: errors become local responses.
@@ -135,7 +127,7 @@ impl Proxy {
         req: Request<Incoming>,
         conn: &ConnInfo,
     ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         if parts.method == http::Method::CONNECT {
             // We are a reverse proxy, not a tunnel for arbitrary destinations.
             return Err(ProxyError::new(ErrorKind::MethodNotSupported, "CONNECT"));
@@ -143,10 +135,47 @@ impl Proxy {
         let authority = request_authority(&parts)?;
         check_framing(&parts, &self.limits)?;
 
-        let pool = &self.default_pool;
-        let endpoint = pool.pick();
+        let (returned, verdict) = self.policy.decide(PolicyRequest {
+            parts,
+            authority,
+            client: conn.client,
+            tls: conn.tls,
+            sni: conn.sni.clone(),
+        });
+        let PolicyRequest {
+            mut parts,
+            authority,
+            ..
+        } = returned;
+        let forward = match verdict {
+            Verdict::Decided(Decision::Forward(f)) => f,
+            Verdict::Decided(Decision::Respond(r)) => return Ok((local_response(r), None)),
+            Verdict::Failed(f) if f.fail == FailMode::Open => Forward::to_default_pool(),
+            Verdict::Failed(f) => {
+                return Err(ProxyError::new(ErrorKind::PolicyFailed, f.to_string()));
+            }
+        };
+        let missing = |what: String| ProxyError::new(ErrorKind::PolicyFailed, what);
+        let pool = self
+            .pools
+            .get(forward.pool.as_deref())
+            .ok_or_else(|| missing(format!("no pool {:?}", forward.pool)))?;
+        let endpoint = match (&forward.endpoint, &forward.hash_key) {
+            (Some(addr), _) => pool
+                .endpoint(addr)
+                .ok_or_else(|| missing(format!("no endpoint {addr}")))?,
+            (None, Some(key)) => pool.pick_by_key(key),
+            (None, None) => pool.pick(),
+        };
+        if let Some(target) = forward.rewrite {
+            parts.uri = Uri::from(target);
+        }
+
         let client_version = parts.version;
         let hop = headers::strip_hop_by_hop(&mut parts.headers);
+        for edit in &forward.request_edits {
+            edit.apply(&mut parts.headers);
+        }
         // An upgrade request with content is forwarded as a plain request: after a 101 the
         // bytes that follow belong to the tunnel, so a body would be ambiguous.
         let upgrade = hop.upgrade.clone().filter(|_| {
@@ -154,8 +183,16 @@ impl Proxy {
                 && pool.protocol == UpstreamProtocol::Http1
                 && http_body::Body::is_end_stream(&body)
         });
-        let upstream_authority = match (&authority, self.settings.preserve_host) {
-            (Some(a), true) => a.clone(),
+        // A policy that sets `Host` chooses the upstream authority; otherwise the client's is
+        // kept (preserve_host) or the endpoint's address is used.
+        let host_edit = forward
+            .request_edits
+            .iter()
+            .rfind(|e| e.name == header::HOST && e.op != crate::policy::EditOp::Remove);
+        let upstream_authority = match (host_edit, &authority, self.settings.preserve_host) {
+            (Some(e), _, _) => http::uri::Authority::try_from(e.value.as_bytes())
+                .map_err(|_| missing(format!("request edit: Host {:?} is not an authority", e.value)))?,
+            (None, Some(a), true) => a.clone(),
             _ => endpoint.authority.clone(),
         };
         parts.uri = upstream_uri(&parts.uri, pool, &upstream_authority)?;
@@ -214,6 +251,9 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut rp.headers);
             ResponseBody::upstream(incoming, upstream_conn, self.timeouts.upstream_response)
         };
+        for edit in &forward.response_edits {
+            edit.apply(&mut rp.headers);
+        }
         if self.settings.via {
             headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
         }
@@ -273,6 +313,17 @@ impl Proxy {
             headers::add_via(h, self.via.for_version(client_version));
         }
     }
+}
+
+/// A policy's local response. hyper adds `content-length` from the body's exact size.
+fn local_response(r: LocalResponse) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(r.body));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    for (name, value) in r.headers {
+        h.append(name, value);
+    }
+    resp
 }
 
 /// HTTP/1.1 is sent in origin-form (RFC 9112 §3.2.1) with `Host`; h2 needs scheme and

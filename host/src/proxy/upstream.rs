@@ -4,6 +4,7 @@
 use super::connection::{Dialer, IdleLimits, Upstream};
 use crate::config::{PoolConfig, UpstreamProtocol};
 use rustls_pki_types::ServerName;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -93,6 +94,118 @@ impl Pool {
         let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
         &self.endpoints[self.schedule[i] as usize]
     }
+
+    /// The endpoint for `key` by weighted rendezvous hashing: each endpoint scores
+    /// `-weight / ln(u)` with `u` a uniform hash of (key, endpoint address) in (0, 1), and the
+    /// highest score wins (Resch, "New Hashing Algorithms for Data Storage", 2015, after
+    /// Thaler & Ravishankar's highest-random-weight hashing). A key keeps its endpoint as long
+    /// as that endpoint stays, and only keys of a removed endpoint move. O(endpoints) per pick;
+    /// step 3 adds ring hash and Maglev for large pools.
+    pub fn pick_by_key(&self, key: &[u8]) -> &Endpoint {
+        let key_hash = fnv1a(key, FNV_OFFSET);
+        let score = |e: &Endpoint| {
+            let h = splitmix64(fnv1a(e.address.as_bytes(), key_hash));
+            // 53 random bits -> u in (0, 1); ln(u) < 0 so the score is positive.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            -f64::from(e.weight) / u.ln()
+        };
+        self.endpoints
+            .iter()
+            .max_by(|a, b| score(a).total_cmp(&score(b)))
+            .expect("a pool has at least one endpoint")
+    }
+
+    /// The endpoint with this address, if it belongs to the pool.
+    pub fn endpoint(&self, address: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| &*e.address == address)
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64-bit (Fowler, Noll, Vo). Stable across builds and platforms, unlike std's
+/// hasher, so a hash key maps to the same endpoint after an upgrade.
+fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    bytes.iter().fold(seed, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// splitmix64's finaliser (Steele, Lea, Flood 2014): spreads FNV's weak low bits.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Every configured pool by name, plus the default. Immutable once built; what policies see
+/// through the `balancer` import.
+pub struct Pools {
+    by_name: HashMap<Arc<str>, Arc<Pool>>,
+    default: Arc<Pool>,
+}
+
+impl Pools {
+    pub fn new(config: &crate::config::Config) -> Result<Pools, PoolError> {
+        let mut by_name = HashMap::new();
+        for p in &config.pools {
+            let pool = Arc::new(Pool::new(p, config.timeouts.upstream_connect)?);
+            by_name.insert(pool.name.clone(), pool);
+        }
+        let default = by_name[config.proxy.default_pool.as_str()].clone();
+        Ok(Pools { by_name, default })
+    }
+
+    /// The pool called `name`, or the default pool for `None`.
+    pub fn get(&self, name: Option<&str>) -> Option<&Arc<Pool>> {
+        match name {
+            None => Some(&self.default),
+            Some(n) => self.by_name.get(n),
+        }
+    }
+
+    pub fn default_pool(&self) -> &Arc<Pool> {
+        &self.default
+    }
+}
+
+impl crate::policy::Upstreams for Pools {
+    fn pick(&self, pool: Option<&str>, hash_key: Option<&[u8]>) -> Option<Arc<str>> {
+        let pool = self.get(pool)?;
+        let e = match hash_key {
+            Some(k) => pool.pick_by_key(k),
+            None => pool.pick(),
+        };
+        Some(e.address.clone())
+    }
+
+    fn endpoints(&self, pool: &str) -> Option<Vec<crate::policy::EndpointInfo>> {
+        let pool = self.by_name.get(pool)?;
+        Some(
+            pool.endpoints
+                .iter()
+                .map(|e| crate::policy::EndpointInfo {
+                    addr: e.address.clone(),
+                    weight: e.weight,
+                    // No health checks yet: every endpoint receives traffic.
+                    healthy: true,
+                })
+                .collect(),
+        )
+    }
+
+    fn check_target(&self, pool: Option<&str>, endpoint: Option<&str>) -> Result<(), String> {
+        let p = self
+            .get(pool)
+            .ok_or_else(|| format!("no pool named {:?}", pool.unwrap_or_default()))?;
+        match endpoint {
+            Some(addr) if p.endpoint(addr).is_none() => Err(format!(
+                "pool {:?} has no endpoint {addr:?}",
+                &*p.name
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One full cycle of nginx's smooth weighted round robin, precomputed so a pick is an atomic
@@ -157,7 +270,15 @@ fn client_tls_config(
 
 #[cfg(test)]
 mod tests {
-    use super::smooth_wrr_schedule;
+    use super::{fnv1a, smooth_wrr_schedule};
+
+    #[test]
+    fn fnv1a_reference_vectors() {
+        // From the FNV reference test suite.
+        assert_eq!(fnv1a(b"", super::FNV_OFFSET), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a", super::FNV_OFFSET), 0xaf63dc4c8601ec8c);
+        assert_eq!(fnv1a(b"foobar", super::FNV_OFFSET), 0x85944171f73967e8);
+    }
 
     #[test]
     fn nginx_smooth_sequence() {

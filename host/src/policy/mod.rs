@@ -1,0 +1,85 @@
+//! The Wasm policy runtime: compiles policy components, runs their `decide` export once per
+//! request under a CPU deadline and a memory cap, and swaps revisions without a restart.
+//!
+//! `policy/` never touches a socket and is the only module that names a wasmtime type: the
+//! proxy hands it a [`PolicyRequest`] and gets back a [`Verdict`] made of plain Rust values
+//! ([`Decision`]). What the host offers guests about upstreams comes in through the
+//! [`Upstreams`] trait, which the proxy implements.
+//!
+//! - `engine.rs`: the one process-wide wasmtime `Engine` (pooling allocator, copy-on-write
+//!   memory images, epoch ticker, on-disk cache of compiled artifacts).
+//! - `revision.rs`: one loaded component: import checks, pre-instantiation, the per-request
+//!   call (fresh instance or bounded reuse) and failure classification.
+//! - `host.rs`: the store's data and the host side of the WIT imports.
+//! - `decision.rs`: the guest's decision checked and converted to host types.
+//! - `runtime.rs`: the active revision, history, hot swap, rollback and status.
+//! - `watch.rs`: reload when the module file changes.
+
+mod bindings;
+mod decision;
+pub mod engine;
+mod host;
+mod native;
+pub mod local;
+mod revision;
+mod runtime;
+pub mod watch;
+
+pub use decision::{CachePolicy, Decision, EditOp, Forward, HeaderEdit, LocalResponse};
+pub use engine::EngineOptions;
+pub use revision::{FailureKind, PolicyFailure};
+pub use runtime::{PolicyRuntime, PolicyStatus, RevisionInfo, Verdict};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The default policy (`examples/default-policy`), built into the binary by `build.rs`. Used by
+/// `sluice demo` and whenever a config names no policy module.
+pub const DEFAULT_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.wasm"));
+
+/// The request as a policy sees it. Moved into the guest's store for the call and handed back
+/// afterwards, so no header is copied unless the guest asks for it.
+#[derive(Debug)]
+pub struct PolicyRequest {
+    pub parts: http::request::Parts,
+    /// The authority the proxy validated (URI authority or `Host`), if any.
+    pub authority: Option<http::uri::Authority>,
+    pub client: SocketAddr,
+    pub tls: bool,
+    pub sni: Option<Arc<str>>,
+}
+
+/// One endpoint as the guest's `balancer.endpoints` reports it.
+#[derive(Debug, Clone)]
+pub struct EndpointInfo {
+    pub addr: Arc<str>,
+    pub weight: u32,
+    pub healthy: bool,
+}
+
+/// What the host knows about upstreams, offered to guests through the `balancer` import and
+/// used to check a decision's target. Implemented by the proxy's pool table.
+pub trait Upstreams: Send + Sync + 'static {
+    /// Picks an endpoint of `pool` (`None`: the default pool), by weighted consistent hashing
+    /// when `hash_key` is given, otherwise with the pool's algorithm.
+    fn pick(&self, pool: Option<&str>, hash_key: Option<&[u8]>) -> Option<Arc<str>>;
+    /// The endpoints of `pool` in config order; `None` if there is no such pool.
+    fn endpoints(&self, pool: &str) -> Option<Vec<EndpointInfo>>;
+    /// Whether `pool` exists and, when given, `endpoint` is one of its endpoints; the error
+    /// says which part is wrong.
+    fn check_target(&self, pool: Option<&str>, endpoint: Option<&str>) -> Result<(), String>;
+}
+
+/// Why a component could not become a revision. The message is for the operator: it names
+/// the file or source, and the import, export or trap at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,317 @@
+//! The active policy revision, its predecessors, and how a new one replaces it.
+//!
+//! A new revision is compiled off the request path (a blocking task), type-checked against the
+//! world, rehearsed on sample requests under its deadline, and only then published with one
+//! atomic pointer swap. A request loads the active revision once and finishes its `decide` on
+//! it, so a swap never affects a call in progress. A module that fails any step never replaces
+//! the active one: the caller gets the reason and the log says it.
+
+use super::revision::{PolicyFailure, Revision};
+use super::{Decision, LoadError, PolicyRequest, Upstreams, sha256_hex};
+use crate::config::{FailMode, InstanceMode, PolicyConfig};
+use arc_swap::ArcSwap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Previous revisions kept for rollback.
+const HISTORY: usize = 5;
+
+/// The outcome of asking the policy about a request.
+#[derive(Debug)]
+pub enum Verdict {
+    Decided(Decision),
+    /// The policy failed; [`PolicyFailure::fail`] says whether to forward anyway or refuse.
+    Failed(PolicyFailure),
+}
+
+/// A revision as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RevisionInfo {
+    pub id: u64,
+    pub sha256: String,
+    pub size: usize,
+    /// Where the bytes came from: `file:<path>`, `builtin:default`, `admin upload`.
+    pub source: String,
+    /// RFC 3339, UTC.
+    pub loaded_at: String,
+    pub fail: &'static str,
+    pub deadline_ms: f64,
+    pub memory_bytes: usize,
+    /// `0` means a fresh instance per request.
+    pub reuse: u32,
+    pub calls: u64,
+    pub traps: u64,
+    pub deadline_exceeded: u64,
+    pub memory_exceeded: u64,
+    pub invalid_decisions: u64,
+    pub instantiate_failures: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    pub active: RevisionInfo,
+    /// Newest first; `POST /policy/rollback` activates the first.
+    pub previous: Vec<RevisionInfo>,
+}
+
+struct Loaded {
+    revision: Revision,
+    config: PolicyConfig,
+    source: String,
+    loaded_at: SystemTime,
+}
+
+/// The policy of one running proxy.
+pub struct PolicyRuntime {
+    active: ArcSwap<Loaded>,
+    /// Newest first. Changed only together with `active`, under this lock.
+    previous: Mutex<VecDeque<Arc<Loaded>>>,
+    upstreams: Arc<dyn Upstreams>,
+    /// One build at a time, so revisions publish in the order they were asked for.
+    build: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+    swaps: watch::Sender<u64>,
+}
+
+impl PolicyRuntime {
+    /// Loads the configured module (or the built-in default policy). Blocking: compiles.
+    pub fn new(
+        config: &PolicyConfig,
+        upstreams: Arc<dyn Upstreams>,
+    ) -> Result<PolicyRuntime, LoadError> {
+        let (bytes, source) = read_module(config)?;
+        let loaded = build(&bytes, config.clone(), source, 1, upstreams.clone())?;
+        log_published(&loaded);
+        Ok(PolicyRuntime {
+            active: ArcSwap::from_pointee(loaded),
+            previous: Mutex::new(VecDeque::new()),
+            upstreams,
+            build: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(2),
+            swaps: watch::Sender::new(0),
+        })
+    }
+
+    /// Asks the active revision about one request and hands the request back.
+    pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Verdict) {
+        let active = self.active.load();
+        if active.config.native {
+            let d = super::native::default_decision(&req);
+            return (req, Verdict::Decided(d));
+        }
+        let (req, result) = active.revision.decide(req);
+        let verdict = match result {
+            Ok(d) => Verdict::Decided(d),
+            Err(f) => {
+                tracing::warn!(policy = %f.policy, revision = f.revision, kind = ?f.kind,
+                    fail = ?f.fail, detail = %f.detail, "policy failed");
+                Verdict::Failed(f)
+            }
+        };
+        (req, verdict)
+    }
+
+    /// Re-reads the module file, with `config` replacing the current policy settings when
+    /// given (SIGHUP re-reads the config file). Unchanged bytes and settings keep the active
+    /// revision.
+    pub async fn reload(&self, config: Option<PolicyConfig>) -> Result<RevisionInfo, LoadError> {
+        let config = config.unwrap_or_else(|| self.active.load().config.clone());
+        let read = config.clone();
+        let (bytes, source) = tokio::task::spawn_blocking(move || read_module(&read))
+            .await
+            .map_err(|e| LoadError(format!("reading the module: {e}")))??;
+        self.publish(bytes, config, source).await
+    }
+
+    /// Replaces the module with uploaded bytes, keeping the current settings.
+    pub async fn upload(&self, bytes: Vec<u8>) -> Result<RevisionInfo, LoadError> {
+        let config = self.active.load().config.clone();
+        self.publish(bytes, config, "admin upload".into()).await
+    }
+
+    async fn publish(
+        &self,
+        bytes: Vec<u8>,
+        config: PolicyConfig,
+        source: String,
+    ) -> Result<RevisionInfo, LoadError> {
+        let _one_at_a_time = self.build.lock().await;
+        {
+            let active = self.active.load();
+            if active.config == config && active.revision.sha256 == sha256_hex(&bytes) {
+                return Ok(info(&active));
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let upstreams = self.upstreams.clone();
+        let built = tokio::task::spawn_blocking(move || build(&bytes, config, source, id, upstreams))
+            .await
+            .map_err(|e| LoadError(format!("building the revision: {e}")))?;
+        let loaded = match built {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::error!(error = %e, "policy not loaded; the active revision keeps serving");
+                return Err(e);
+            }
+        };
+        {
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.active.swap(loaded.clone());
+            previous.push_front(old);
+            previous.truncate(HISTORY);
+        }
+        log_published(&loaded);
+        self.swaps.send_modify(|n| *n += 1);
+        Ok(info(&loaded))
+    }
+
+    /// Makes the newest previous revision active again; the replaced one is discarded.
+    pub fn rollback(&self) -> Result<RevisionInfo, LoadError> {
+        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(prev) = previous.pop_front() else {
+            return Err(LoadError("no previous revision to roll back to".into()));
+        };
+        self.active.store(prev.clone());
+        drop(previous);
+        tracing::info!(policy = %prev.config.name, revision = prev.revision.id(), "policy rolled back");
+        self.swaps.send_modify(|n| *n += 1);
+        Ok(info(&prev))
+    }
+
+    pub fn status(&self) -> PolicyStatus {
+        let active = self.active.load();
+        let previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        PolicyStatus {
+            name: active.config.name.clone(),
+            active: info(&active),
+            previous: previous.iter().map(|l| info(l)).collect(),
+        }
+    }
+
+    /// The module file to watch, when the active config has one and asks for watching.
+    pub fn watched_file(&self) -> Option<std::path::PathBuf> {
+        let active = self.active.load();
+        active.config.module.clone().filter(|_| active.config.watch)
+    }
+
+    /// Counts published swaps and rollbacks; tests wait on it.
+    pub fn swaps(&self) -> watch::Receiver<u64> {
+        self.swaps.subscribe()
+    }
+}
+
+fn read_module(config: &PolicyConfig) -> Result<(Vec<u8>, String), LoadError> {
+    match &config.module {
+        None => Ok((super::DEFAULT_POLICY.to_vec(), "builtin:default".into())),
+        Some(path) => std::fs::read(path)
+            .map(|b| (b, format!("file:{}", path.display())))
+            .map_err(|e| LoadError(format!("{}: cannot read: {e}", path.display()))),
+    }
+}
+
+/// Compiles, checks and rehearses a revision. Blocking.
+fn build(
+    bytes: &[u8],
+    config: PolicyConfig,
+    source: String,
+    id: u64,
+    upstreams: Arc<dyn Upstreams>,
+) -> Result<Loaded, LoadError> {
+    let revision = Revision::load(bytes, &config, id, upstreams)
+        .map_err(|e| LoadError(format!("policy from {source}: {e}")))?;
+    rehearse(&revision).map_err(|e| LoadError(format!("policy from {source}: {e}")))?;
+    Ok(Loaded {
+        revision,
+        config,
+        source,
+        loaded_at: SystemTime::now(),
+    })
+}
+
+/// Runs `decide` on a few ordinary requests under the revision's own limits: a module that
+/// traps, loops or returns an invalid decision on these would fail real traffic.
+fn rehearse(revision: &Revision) -> Result<(), LoadError> {
+    for (method, uri, headers) in [
+        ("GET", "/", &[("host", "localhost")][..]),
+        (
+            "GET",
+            "/index.html?b=2&a=1",
+            &[
+                ("host", "www.example.com"),
+                ("accept", "text/html"),
+                ("user-agent", "sluice-rehearsal"),
+                ("cookie", "a=1; b=2"),
+            ][..],
+        ),
+        (
+            "POST",
+            "/api/items",
+            &[("host", "api.example.com"), ("content-type", "application/json")][..],
+        ),
+    ] {
+        let mut req = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let (parts, ()) = req
+            .body(())
+            .expect("static rehearsal requests are valid")
+            .into_parts();
+        let authority = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+        let sample = PolicyRequest {
+            parts,
+            authority,
+            client: std::net::SocketAddr::from(([192, 0, 2, 1], 40000)),
+            tls: false,
+            sni: None,
+        };
+        let (_, result) = revision.decide(sample);
+        if let Err(f) = result {
+            return Err(LoadError(format!(
+                "rehearsal request `{method} {uri}` failed: {:?}: {}",
+                f.kind, f.detail
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn log_published(l: &Loaded) {
+    tracing::info!(policy = %l.config.name, revision = l.revision.id(), sha256 = %l.revision.sha256,
+        source = %l.source, "policy revision active");
+}
+
+fn info(l: &Loaded) -> RevisionInfo {
+    let s = &l.revision.stats;
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    RevisionInfo {
+        id: l.revision.id(),
+        sha256: l.revision.sha256.clone(),
+        size: l.revision.size,
+        source: l.source.clone(),
+        loaded_at: humantime::format_rfc3339_seconds(l.loaded_at).to_string(),
+        fail: match l.config.fail {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        },
+        deadline_ms: l.config.deadline.as_secs_f64() * 1000.0,
+        memory_bytes: l.config.memory,
+        reuse: match l.config.instances {
+            InstanceMode::Fresh => 0,
+            InstanceMode::Reuse(n) => n,
+        },
+        calls: n(&s.calls),
+        traps: n(&s.traps),
+        deadline_exceeded: n(&s.deadlines),
+        memory_exceeded: n(&s.memory),
+        invalid_decisions: n(&s.invalid),
+        instantiate_failures: n(&s.instantiate),
+    }
+}
