@@ -660,3 +660,8 @@ pub async fn raw_until_closed(s: &mut TcpStream, limit: u64) -> String {
     );
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Paths of the Wasm components built by `build.rs` (examples and test guests).
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}

@@ -1,0 +1,185 @@
+//! `probe`: the integration tests' all-purpose policy. What it does is selected by the
+//! request path (prefix match, first row that matches wins):
+//!
+//! | path                 | decision |
+//! |----------------------|----------|
+//! | `/loop...`           | spins forever (the host's deadline must stop it) |
+//! | `/oom...`            | allocates 1 MiB chunks and keeps them, forever (the memory cap must stop it) |
+//! | `/panic...`          | `panic!("probe panic at {path}")` (the SDK logs it at error level, then it traps) |
+//! | `/trap...`           | executes `unreachable` (a trap with no panic) |
+//! | `/echo...`           | local 200, `content-type: application/json`, body: the request as JSON (below) |
+//! | `/config/<key>`      | local 200, body = setting `<key>`; 404 (empty body) when not set |
+//! | `/pick/<pool>`       | local 200, body = `balancer::pick(<pool>, hash key = query param `key` if present)`; 404 (empty body) for none |
+//! | `/endpoints/<pool>`  | local 200, body = one line per endpoint: `<addr> <weight> <healthy>\n` (`healthy` is `true`/`false`; empty body for an unknown pool) |
+//! | `/log/<msg>`         | logs `<msg>` (raw, not percent-decoded) at warn level, then local 204 |
+//! | `/respond/<status>`  | local response with status `<status>` (unparsable: 0), header `x-probe: local`, body `probe` |
+//! | `/bad/pool`          | forward to pool `no-such-pool` |
+//! | `/bad/header`        | forward (default pool) with request edit: set header `bad header` (invalid name) to `1` |
+//! | `/bad/framing`       | forward (default pool) with response edit: set `content-length: 1` |
+//! | `/bad/rewrite`       | forward (default pool) with rewrite `no-slash` |
+//! | `/bad/status`        | local response with status 42 |
+//! | `/bad/<other>`       | local 404, body `unknown bad case` |
+//! | anything else        | forward (below) |
+//!
+//! The `/echo` body is one JSON object:
+//! `{"method":..,"scheme":..,"authority":..,"path":..,"query":<string or null>,
+//! "headers":[[name, value],..],"client_ip":..,"tls_sni":<string or null>,"http_version":..}`,
+//! header values converted lossily to UTF-8, headers in the order received.
+//!
+//! Forward: to the pool named by setting `pool` (default: the host's default pool), with
+//! request edit `set x-probe-request: 1`, response edits `set x-probe: forwarded` then
+//! `append x-probe-trace: <path>`; query parameter `rewrite=<p>` (raw) adds `rewrite(<p>)`,
+//! and `hash=<k>` (raw) adds `hash_key(<k>)`.
+
+use std::hint::black_box;
+
+use sluice_sdk::prelude::*;
+
+#[sluice_sdk::policy]
+fn decide(req: &Request) -> Decision {
+    let path = req.path();
+    if path.starts_with("/loop") {
+        spin()
+    } else if path.starts_with("/oom") {
+        hog_memory()
+    } else if path.starts_with("/panic") {
+        panic!("probe panic at {path}")
+    } else if path.starts_with("/trap") {
+        trap()
+    } else if path.starts_with("/echo") {
+        Decision::respond(200, echo(req)).header("content-type", "application/json")
+    } else if let Some(key) = path.strip_prefix("/config/") {
+        match config::get(key) {
+            Some(value) => Decision::respond(200, value),
+            None => Decision::respond(404, ""),
+        }
+    } else if let Some(pool) = path.strip_prefix("/pick/") {
+        let key = req.query_param("key").map(str::as_bytes);
+        match balancer::pick(pool, key) {
+            Some(addr) => Decision::respond(200, addr),
+            None => Decision::respond(404, ""),
+        }
+    } else if let Some(pool) = path.strip_prefix("/endpoints/") {
+        let lines: String = balancer::endpoints(pool)
+            .iter()
+            .map(|e| format!("{} {} {}\n", e.addr, e.weight, e.healthy))
+            .collect();
+        Decision::respond(200, lines)
+    } else if let Some(message) = path.strip_prefix("/log/") {
+        log::warn(message);
+        Decision::respond(204, "")
+    } else if let Some(status) = path.strip_prefix("/respond/") {
+        Decision::respond(status.parse().unwrap_or(0), "probe").header("x-probe", "local")
+    } else if let Some(case) = path.strip_prefix("/bad/") {
+        bad(case)
+    } else {
+        forward(req)
+    }
+}
+
+fn forward(req: &Request) -> Decision {
+    let mut decision = match config::get("pool") {
+        Some(pool) => Decision::forward(pool),
+        None => Decision::forward_default(),
+    }
+    .set_request_header("x-probe-request", "1")
+    .set_response_header("x-probe", "forwarded")
+    .append_response_header("x-probe-trace", req.path());
+    if let Some(target) = req.query_param("rewrite") {
+        decision = decision.rewrite(target);
+    }
+    if let Some(key) = req.query_param("hash") {
+        decision = decision.hash_key(key);
+    }
+    decision
+}
+
+/// Decisions the host must reject.
+fn bad(case: &str) -> Decision {
+    match case {
+        "pool" => Decision::forward("no-such-pool"),
+        "header" => Decision::forward_default().set_request_header("bad header", "1"),
+        "framing" => Decision::forward_default().set_response_header("content-length", "1"),
+        "rewrite" => Decision::forward_default().rewrite("no-slash"),
+        "status" => Decision::respond(42, "probe"),
+        _ => Decision::respond(404, "unknown bad case"),
+    }
+}
+
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn hog_memory() -> ! {
+    let mut kept = Vec::new();
+    loop {
+        kept.push(black_box(vec![1u8; 1 << 20]));
+        black_box(&kept);
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+fn echo(req: &Request) -> String {
+    let headers: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(&h.value);
+            format!("[{},{}]", json(&h.name), json(&value))
+        })
+        .collect();
+    let tls_sni = req.tls_sni();
+    format!(
+        concat!(
+            r#"{{"method":{},"scheme":{},"authority":{},"path":{},"query":{},"#,
+            r#""headers":[{}],"client_ip":{},"tls_sni":{},"http_version":{}}}"#
+        ),
+        json(req.method()),
+        json(req.scheme()),
+        json(req.authority()),
+        json(req.path()),
+        req.query().map_or("null".into(), json),
+        headers.join(","),
+        json(req.client_ip()),
+        tls_sni.as_deref().map_or("null".into(), json),
+        json(&req.http_version()),
+    )
+}
+
+/// `s` as a JSON string literal.
+fn json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json("a\"b\\c\nd\u{1}é"), r#""a\"b\\c\nd\u0001é""#);
+    }
+}
