@@ -30,7 +30,10 @@ fn request() -> PolicyRequest {
     let req = http::Request::builder()
         .uri("/products/42?utm_source=x&color=red&size=m")
         .header("host", "shop.example.com")
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        )
         .header("accept", "text/html,application/xhtml+xml")
         .header("accept-language", "en-GB,en;q=0.5")
         .header("accept-encoding", "gzip, deflate, br")

@@ -93,15 +93,16 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Policy {
-            command: PolicyCommand::Test {
-                module,
-                request,
-                headers,
-                client,
-                corpus,
-                config,
-                settings,
-            },
+            command:
+                PolicyCommand::Test {
+                    module,
+                    request,
+                    headers,
+                    client,
+                    corpus,
+                    config,
+                    settings,
+                },
         } => {
             return match policy_test(
                 &module,
@@ -185,6 +186,12 @@ fn policy_test(
 ) -> anyhow::Result<ExitCode> {
     use sluice::policy::local::{CorpusCase, LocalPolicy, TestRequest, matches, outcome_json};
     use std::sync::Arc;
+    // Guest log lines (and an SDK policy's panic message) go to stderr.
+    sluice::logging::init(&sluice::config::LogConfig {
+        level: "info".into(),
+        format: sluice::config::LogFormat::Text,
+        access_log: false,
+    });
     let (mut policy_config, upstreams) = match config {
         Some(path) => {
             let c = sluice::config::Config::load(path)?;
@@ -194,6 +201,9 @@ fn policy_test(
         }
         None => (sluice::config::PolicyConfig::default(), None),
     };
+    if let Some(stem) = module.file_stem() {
+        policy_config.name = stem.to_string_lossy().into_owned();
+    }
     for s in settings {
         let (k, v) = s
             .split_once('=')
@@ -233,7 +243,11 @@ fn policy_test(
         }
         let case: CorpusCase = serde_json::from_str(line)
             .map_err(|e| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display()))?;
-        let headers: Vec<String> = case.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let headers: Vec<String> = case
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         let req = TestRequest::parse(&case.request, &headers, case.client.unwrap_or(client))
             .map_err(|e| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display()))?;
         let actual = outcome_json(&policy.decide(&req));

@@ -310,6 +310,7 @@ pub struct ProxyBuilder {
     tls: Option<String>,
     sections: Vec<String>,
     admin: Option<String>,
+    policy: Option<String>,
 }
 
 impl Default for ProxyBuilder {
@@ -325,6 +326,7 @@ impl ProxyBuilder {
             tls: None,
             sections: Vec::new(),
             admin: None,
+            policy: None,
         }
     }
 
@@ -377,6 +379,18 @@ impl ProxyBuilder {
         self
     }
 
+    /// Runs the policy component at `module` (a path from [`guests`]), with extra lines for
+    /// the `[policy]` table, e.g. `fail = "open"`, and a `[policy.settings]` table if
+    /// `settings` is not empty (`key = "value"` lines).
+    pub fn policy(mut self, module: &str, extra: &str, settings: &str) -> Self {
+        let mut p = format!("[policy]\nmodule = \"{module}\"\n{extra}\n");
+        if !settings.is_empty() {
+            p.push_str(&format!("[policy.settings]\n{settings}\n"));
+        }
+        self.policy = Some(p);
+        self
+    }
+
     /// Appends raw TOML (e.g. `"[timeouts]\nupstream_response = \"200ms\""`).
     pub fn toml(mut self, section: &str) -> Self {
         self.sections.push(section.to_string());
@@ -395,6 +409,13 @@ impl ProxyBuilder {
             s.push_str(a);
         }
         let has_log = self.sections.iter().any(|x| x.contains("[log]"));
+        let has_proxy = self.sections.iter().any(|x| x.contains("[proxy]"));
+        if self.pools.len() > 1 && !has_proxy {
+            // The first pool added is the default, as documented on `pool`.
+            let first = self.pools[0].lines().nth(1).unwrap_or_default();
+            let name = first.trim_start_matches("name = ");
+            s.push_str(&format!("[proxy]\ndefault_pool = {name}\n"));
+        }
         for x in &self.sections {
             s.push_str(x);
             s.push('\n');
@@ -402,10 +423,14 @@ impl ProxyBuilder {
         if !has_log {
             s.push_str("[log]\naccess_log = false\n");
         }
+        if let Some(p) = &self.policy {
+            s.push_str(p);
+        }
         s
     }
 
     pub async fn start(self) -> TestProxy {
+        use_test_engine_cache();
         let text = self.config_text();
         let config = sluice::config::Config::parse(&text, "(test)", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
@@ -417,6 +442,48 @@ impl ProxyBuilder {
             running,
         }
     }
+}
+
+/// Sends `method path` with `body` to the admin listener at `addr`; returns the status and the
+/// JSON body.
+pub async fn admin_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut c = h1(addr).await;
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .body(full(body))
+        .unwrap();
+    let resp = guarded("admin answers", send(&mut c, req)).await;
+    let status = resp.status();
+    let bytes = body_bytes(resp).await;
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("admin {path}: not JSON ({e}): {bytes:?}"));
+    (status, json)
+}
+
+/// `GET /policy` on the admin listener.
+pub async fn policy_status(admin: SocketAddr) -> serde_json::Value {
+    let (status, json) = admin_call(admin, "GET", "/policy", Vec::new()).await;
+    assert_eq!(status, 200, "{json}");
+    json
+}
+
+/// Points the process-wide Wasm engine's compiled-artifact cache into `target/`, so test runs
+/// share compiled components without touching the user's cache directory.
+pub fn use_test_engine_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/policy-cache");
+        sluice::policy::engine::configure(sluice::policy::EngineOptions {
+            cache_dir: Some(dir),
+        });
+    });
 }
 
 /// A started proxy with its addresses.

@@ -284,10 +284,7 @@ fn policy(p: RawPolicy, cx: &Ctx) -> Result<PolicyConfig, ConfigError> {
         None => d.memory,
         Some(m) if (1 << 20..=MAX_POLICY_MEMORY).contains(&m.as_u64()) => m.as_u64() as usize,
         Some(m) => {
-            return Err(cx.err(
-                "policy.memory",
-                format!("{m} is out of range 1MiB..=1GiB"),
-            ));
+            return Err(cx.err("policy.memory", format!("{m} is out of range 1MiB..=1GiB")));
         }
     };
     let instances = match p.instances.and_then(|i| i.reuse) {

@@ -118,8 +118,12 @@ fn header_name(name: &str, what: &str) -> Result<HeaderName, String> {
 }
 
 fn header_value(name: &HeaderName, value: Vec<u8>, what: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_maybe_shared(Bytes::from(value))
-        .map_err(|_| format!("{what}: the value for {:?} is not a valid field value", name.as_str()))
+    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
+        format!(
+            "{what}: the value for {:?} is not a valid field value",
+            name.as_str()
+        )
+    })
 }
 
 fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<HeaderEdit>, String> {

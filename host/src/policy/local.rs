@@ -60,10 +60,9 @@ pub struct TestRequest {
 impl TestRequest {
     /// Parses `GET https://example.com/path?q=1` and `name: value` header lines.
     pub fn parse(line: &str, headers: &[String], client: IpAddr) -> Result<TestRequest, String> {
-        let (method, url) = line
-            .trim()
-            .split_once(' ')
-            .ok_or_else(|| format!("{line:?}: expected `METHOD URL`, e.g. `GET https://example.com/`"))?;
+        let (method, url) = line.trim().split_once(' ').ok_or_else(|| {
+            format!("{line:?}: expected `METHOD URL`, e.g. `GET https://example.com/`")
+        })?;
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("{method:?} is not a valid method"))?;
         let uri: http::Uri = url

@@ -13,7 +13,11 @@ pub(super) fn default_decision(req: &PolicyRequest) -> Decision {
         .as_ref()
         .map(|a| a.as_str().to_ascii_lowercase())
         .unwrap_or_default();
-    let path = if uri.path().is_empty() { "/" } else { uri.path() };
+    let path = if uri.path().is_empty() {
+        "/"
+    } else {
+        uri.path()
+    };
     let scheme = if req.tls { "https" } else { "http" };
     let mut key = format!("{} {scheme}://{authority}{path}", req.parts.method);
     if let Some(q) = uri.query() {

@@ -13,11 +13,11 @@ use super::decision::{self, Decision};
 use super::host::{GuestState, Shared};
 use super::{LoadError, PolicyRequest, engine};
 use crate::config::{FailMode, InstanceMode, PolicyConfig, REFUSED_IMPORTS};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use wasmtime::component::{Component, Linker, Resource};
 use std::time::Duration;
+use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// Most idle instances a reuse pool keeps; more concurrent requests create extra instances
@@ -111,11 +111,8 @@ impl Revision {
         check_imports(&component, engine, &config.allow_imports)?;
 
         let mut linker = Linker::<GuestState>::new(engine);
-        Policy::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| LoadError(format!("linking host imports: {e:#}")))?;
+        Policy::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError(format!("linking host imports: {e:#}")))?;
         // The world's `use types.{request}` also makes the component import `request` at the
         // top level, as a type equal to the interface's. Left to the stubs below, it would get
         // a different resource type and fail the match, so give it the same one.
@@ -130,9 +127,11 @@ impl Revision {
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| LoadError(format!("linking imports: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError(format!("imports do not match the sluice:policy world: {e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            LoadError(format!(
+                "imports do not match the sluice:policy world: {e:#}"
+            ))
+        })?;
         let pre = PolicyPre::new(pre).map_err(|e| {
             LoadError(format!(
                 "exports do not match the sluice:policy world (expected `decide: func(req: \
@@ -180,24 +179,30 @@ impl Revision {
             decision::convert(d, &*self.shared.upstreams)
                 .map_err(|detail| Failed::new(FailureKind::InvalidDecision, detail))
         });
-        let result = result.map_err(|Failed { kind, detail, backtrace }| {
-            let counter = match kind {
-                FailureKind::Trap => &self.stats.traps,
-                FailureKind::Deadline => &self.stats.deadlines,
-                FailureKind::Memory => &self.stats.memory,
-                FailureKind::InvalidDecision => &self.stats.invalid,
-                FailureKind::Instantiate => &self.stats.instantiate,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            PolicyFailure {
-                kind,
-                detail,
-                backtrace,
-                policy: self.shared.name.clone(),
-                revision: self.shared.revision,
-                fail: self.fail,
-            }
-        });
+        let result = result.map_err(
+            |Failed {
+                 kind,
+                 detail,
+                 backtrace,
+             }| {
+                let counter = match kind {
+                    FailureKind::Trap => &self.stats.traps,
+                    FailureKind::Deadline => &self.stats.deadlines,
+                    FailureKind::Memory => &self.stats.memory,
+                    FailureKind::InvalidDecision => &self.stats.invalid,
+                    FailureKind::Instantiate => &self.stats.instantiate,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                PolicyFailure {
+                    kind,
+                    detail,
+                    backtrace,
+                    policy: self.shared.name.clone(),
+                    revision: self.shared.revision,
+                    fail: self.fail,
+                }
+            },
+        );
         (req, result)
     }
 
@@ -215,7 +220,9 @@ impl Revision {
         );
         store.limiter(|s| s);
         let max_rounds = self.deadline_ticks * MAX_OVERTIME_FACTOR;
-        store.epoch_deadline_callback(move |mut cx| on_deadline(&mut cx.data_mut().overtime, max_rounds));
+        store.epoch_deadline_callback(move |mut cx| {
+            on_deadline(&mut cx.data_mut().overtime, max_rounds)
+        });
         store
     }
 
@@ -350,15 +357,35 @@ fn classify(e: &wasmtime::Error, memory_denied: bool) -> Failed {
         .map(|bt| {
             bt.frames()
                 .iter()
-                .map(|f| f.func_name().unwrap_or("<unnamed>").to_owned())
+                .map(|f| match f.func_name() {
+                    // `{:#}` leaves out the hash suffix.
+                    Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+                    None => format!("<function {}>", f.func_index()),
+                })
                 .collect()
         })
         .unwrap_or_default();
-    // The trap and the innermost frames, on one line for the log.
+    // The trap and the innermost frames of the policy's own code (a panic's innermost frames
+    // are the standard library's abort path), on one line for the log.
+    let runtime = |f: &&String| {
+        ["std::", "core::", "alloc::", "__rustc::", "abort"]
+            .iter()
+            .any(|p| f.starts_with(p))
+    };
+    let mut frames: Vec<&String> = backtrace.iter().filter(|f| !runtime(f)).take(3).collect();
+    if frames.is_empty() {
+        frames = backtrace.iter().take(3).collect();
+    }
     let mut detail = root_cause(e);
-    if !backtrace.is_empty() {
-        detail.push_str(" at ");
-        detail.push_str(&backtrace.iter().take(3).cloned().collect::<Vec<_>>().join(" <- "));
+    if !frames.is_empty() {
+        detail.push_str(" in ");
+        detail.push_str(
+            &frames
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(" <- "),
+        );
     }
     Failed {
         kind,
@@ -371,7 +398,10 @@ fn instantiate_failure(e: &wasmtime::Error, memory_denied: bool) -> Failed {
     match e.downcast_ref::<Trap>() {
         // A trap in a start function or initialiser is the guest's.
         Some(_) => classify(e, memory_denied),
-        None => Failed::new(FailureKind::Instantiate, format!("cannot instantiate: {e:#}")),
+        None => Failed::new(
+            FailureKind::Instantiate,
+            format!("cannot instantiate: {e:#}"),
+        ),
     }
 }
 

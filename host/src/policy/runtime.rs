@@ -148,9 +148,10 @@ impl PolicyRuntime {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let upstreams = self.upstreams.clone();
-        let built = tokio::task::spawn_blocking(move || build(&bytes, config, source, id, upstreams))
-            .await
-            .map_err(|e| LoadError(format!("building the revision: {e}")))?;
+        let built =
+            tokio::task::spawn_blocking(move || build(&bytes, config, source, id, upstreams))
+                .await
+                .map_err(|e| LoadError(format!("building the revision: {e}")))?;
         let loaded = match built {
             Ok(l) => Arc::new(l),
             Err(e) => {
@@ -250,7 +251,10 @@ fn rehearse(revision: &Revision) -> Result<(), LoadError> {
         (
             "POST",
             "/api/items",
-            &[("host", "api.example.com"), ("content-type", "application/json")][..],
+            &[
+                ("host", "api.example.com"),
+                ("content-type", "application/json"),
+            ][..],
         ),
     ] {
         let mut req = http::Request::builder().method(method).uri(uri);

@@ -26,7 +26,10 @@ pub fn watch_module(runtime: &Arc<PolicyRuntime>) -> Option<notify::RecommendedW
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
         let relevant = !matches!(ev.kind, notify::EventKind::Access(_))
-            && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()));
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()));
         if relevant {
             let _ = tx.send(());
         }
@@ -52,7 +55,9 @@ pub fn watch_module(runtime: &Arc<PolicyRuntime>) -> Option<notify::RecommendedW
                     Err(_) => break,
                 }
             }
-            let Some(runtime) = weak.upgrade() else { return };
+            let Some(runtime) = weak.upgrade() else {
+                return;
+            };
             // Errors are logged by `reload`; the active revision keeps serving.
             let _ = runtime.reload(None).await;
         }

@@ -190,8 +190,14 @@ impl Proxy {
             .iter()
             .rfind(|e| e.name == header::HOST && e.op != crate::policy::EditOp::Remove);
         let upstream_authority = match (host_edit, &authority, self.settings.preserve_host) {
-            (Some(e), _, _) => http::uri::Authority::try_from(e.value.as_bytes())
-                .map_err(|_| missing(format!("request edit: Host {:?} is not an authority", e.value)))?,
+            (Some(e), _, _) => {
+                http::uri::Authority::try_from(e.value.as_bytes()).map_err(|_| {
+                    missing(format!(
+                        "request edit: Host {:?} is not an authority",
+                        e.value
+                    ))
+                })?
+            }
             (None, Some(a), true) => a.clone(),
             _ => endpoint.authority.clone(),
         };

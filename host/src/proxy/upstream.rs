@@ -199,10 +199,9 @@ impl crate::policy::Upstreams for Pools {
             .get(pool)
             .ok_or_else(|| format!("no pool named {:?}", pool.unwrap_or_default()))?;
         match endpoint {
-            Some(addr) if p.endpoint(addr).is_none() => Err(format!(
-                "pool {:?} has no endpoint {addr:?}",
-                &*p.name
-            )),
+            Some(addr) if p.endpoint(addr).is_none() => {
+                Err(format!("pool {:?} has no endpoint {addr:?}", &*p.name))
+            }
             _ => Ok(()),
         }
     }
