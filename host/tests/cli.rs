@@ -237,6 +237,12 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
         assert_eq!(resp.status(), 200);
         let json: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
         assert_eq!(json["status"], "ok");
+
+        // The demo routes with the Wasm default policy built into the binary.
+        let resp = h1_get(banner.admin, "/policy").await;
+        let json: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(json["active"]["source"], "builtin:default", "{json}");
+        assert!(json["active"]["calls"].as_u64().unwrap() >= 2, "{json}");
     };
     tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
@@ -266,4 +272,91 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
         !banner.certificate.exists(),
         "the demo removes its temporary certificate"
     );
+}
+
+/// `sluice run`: SIGHUP re-reads the policy module and the `[policy]` table of the config
+/// (with `watch = false`, so only the signal can have caused the reload); a config made invalid
+/// in the meantime is refused and the running policy kept.
+#[tokio::test]
+async fn run_reloads_the_policy_and_its_settings_on_sighup() {
+    let origin = sluice_tests::Origin::echo("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("policy.wasm");
+    std::fs::copy(sluice_tests::guests::PROBE, &module).unwrap();
+    let config_text = |color: &str| {
+        format!(
+            "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n\
+             [[pool]]\nname = \"web\"\nendpoints = [\"{}\"]\n\
+             [log]\naccess_log = false\n\
+             [policy]\nmodule = \"policy.wasm\"\nwatch = false\n\
+             [policy.settings]\ncolor = \"{color}\"\n",
+            origin.addr
+        )
+    };
+    let config = write(dir.path(), "sluice.toml", &config_text("red"));
+    let mut child = tokio::process::Command::new(SLUICE)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env(
+            "SLUICE_CACHE_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/policy-cache"),
+        )
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Reads log lines until one contains `needle`; returns that line.
+    let mut wait_for = async |needle: &str| {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = log.next_line().await.unwrap() {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("sluice exited before logging {needle:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {needle:?} within 30s"))
+    };
+    let listening = wait_for("listening").await;
+    let addr: SocketAddr = listening
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+    let color = async || {
+        let resp = h1_get(addr, "/config/color").await;
+        assert_eq!(resp.status(), 200);
+        String::from_utf8(resp.body().to_vec()).unwrap()
+    };
+    assert_eq!(color().await, "red");
+
+    let hup = || Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    std::fs::write(&config, config_text("blue")).unwrap();
+    assert!(hup().success());
+    wait_for("revision=2").await;
+    assert_eq!(color().await, "blue");
+
+    // A broken config: the reload is refused, the policy keeps serving.
+    std::fs::write(&config, "[policy]\nfail = \"sometimes\"\n").unwrap();
+    assert!(hup().success());
+    wait_for("config not reloaded; keeping the policy").await;
+    assert_eq!(color().await, "blue");
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

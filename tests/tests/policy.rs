@@ -275,3 +275,56 @@ async fn fail_open_forwards_unchanged_to_the_default_pool() {
         body_bytes(resp).await;
     }
 }
+
+/// `policy.native = true` (the benchmark's baseline) must decide exactly what the built-in
+/// Wasm default policy decides, or the comparison in bench/RESULTS.md means nothing.
+#[test]
+fn the_native_default_policy_decides_like_the_wasm_one() {
+    use sluice::policy::{PolicyRequest, PolicyRuntime, Verdict};
+    use std::sync::Arc;
+    use_test_engine_cache();
+    let config = sluice::config::Config::parse(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[pool]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9\"]\n",
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let pools = Arc::new(sluice::proxy::upstream::Pools::new(&config).unwrap());
+    let wasm = PolicyRuntime::new(&config.policy, pools.clone()).unwrap();
+    let mut native_config = config.policy.clone();
+    native_config.native = true;
+    let native = PolicyRuntime::new(&native_config, pools).unwrap();
+    let cases = [
+        ("GET", "/", Some("Example.COM"), false),
+        ("GET", "/a/b?z=1&a=2&a=1&m", Some("example.com:8443"), true),
+        ("POST", "/x?", Some("e.test"), false),
+        ("DELETE", "/p%20q?&&b=", Some("[::1]:80"), true),
+        ("GET", "/http10", None, false),
+    ];
+    for (method, uri, host, tls) in cases {
+        let make = || {
+            let (parts, ()) = http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap()
+                .into_parts();
+            PolicyRequest {
+                parts,
+                authority: host.map(|h| h.parse().unwrap()),
+                client: "192.0.2.1:1000".parse().unwrap(),
+                tls,
+                sni: None,
+            }
+        };
+        let decided = |rt: &PolicyRuntime| match rt.decide(make()).1 {
+            Verdict::Decided(d) => d,
+            Verdict::Failed(f) => panic!("{method} {uri}: {f}"),
+        };
+        assert_eq!(
+            decided(&wasm),
+            decided(&native),
+            "{method} {uri} {host:?} tls={tls}"
+        );
+    }
+}
