@@ -168,6 +168,14 @@ impl Revision {
         self.shared.revision
     }
 
+    /// Drops idle reuse-mode instances: a revision that is no longer active should not hold
+    /// the engine's instance slots (a rollback creates new ones on demand).
+    pub fn retire(&self) {
+        if let Some(pool) = &self.reuse {
+            pool.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
     /// Runs `decide` for one request and hands the request back.
     pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -262,6 +270,7 @@ impl Revision {
         let data = inst.store.data_mut();
         data.request = Some(req);
         data.overtime = Overtime::default();
+        data.memory_denied = false;
         inst.store.set_epoch_deadline(self.deadline_ticks);
         let result = inst
             .policy

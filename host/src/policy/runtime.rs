@@ -162,6 +162,7 @@ impl PolicyRuntime {
         {
             let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
             let old = self.active.swap(loaded.clone());
+            old.revision.retire();
             previous.push_front(old);
             previous.truncate(HISTORY);
         }
@@ -176,7 +177,8 @@ impl PolicyRuntime {
         let Some(prev) = previous.pop_front() else {
             return Err(LoadError("no previous revision to roll back to".into()));
         };
-        self.active.store(prev.clone());
+        let replaced = self.active.swap(prev.clone());
+        replaced.revision.retire();
         drop(previous);
         tracing::info!(policy = %prev.config.name, revision = prev.revision.id(), "policy rolled back");
         self.swaps.send_modify(|n| *n += 1);
