@@ -18,6 +18,7 @@ const GUESTS: &[&str] = &[
     "tests/guests/fs-importer",
     "tests/guests/wrong-world",
     "tests/guests/no-export",
+    "tests/guests/big",
 ];
 
 fn main() {
