@@ -19,6 +19,10 @@
 //! | `/bad/rewrite`       | forward (default pool) with rewrite `no-slash` |
 //! | `/bad/status`        | local response with status 42 |
 //! | `/bad/<other>`       | local 404, body `unknown bad case` |
+//! | `/shape/lazy`        | what the default policy does: reads method, scheme, authority, path and query; forward (default pool) with the SDK's default cache key |
+//! | `/shape/eager`       | as `/shape/lazy`, after also reading everything an eager request record would carry: `headers()` (all), `client_ip`, `tls_sni`, `http_version` |
+//! | `/shape/calls`       | as `/shape/lazy`, after 100 calls of `http_version()` (not cached by the SDK, so each one crosses into the host) |
+//! | `/shape/<other>`     | local 404, body `unknown shape case` |
 //! | anything else        | forward (below) |
 //!
 //! The `/echo` body is one JSON object:
@@ -30,6 +34,11 @@
 //! request edit `set x-probe-request: 1`, response edits `set x-probe: forwarded` then
 //! `append x-probe-trace: <path>`; query parameter `rewrite=<p>` (raw) adds `rewrite(<p>)`,
 //! and `hash=<k>` (raw) adds `hash_key(<k>)`.
+//!
+//! The `/shape/...` paths exist for `host/benches/policy.rs`, which compares the borrowed
+//! `request` resource (lazy accessors) with what an eager request record would cost: the
+//! difference `eager - lazy` is the price of copying every field into the guest, and
+//! `(calls - lazy) / 100` the price of one accessor call.
 
 use std::hint::black_box;
 
@@ -72,6 +81,8 @@ fn decide(req: &Request) -> Decision {
         Decision::respond(status.parse().unwrap_or(0), "probe").header("x-probe", "local")
     } else if let Some(case) = path.strip_prefix("/bad/") {
         bad(case)
+    } else if let Some(shape) = path.strip_prefix("/shape/") {
+        request_shape(req, shape)
     } else {
         forward(req)
     }
@@ -104,6 +115,26 @@ fn bad(case: &str) -> Decision {
         "status" => Decision::respond(42, "probe"),
         _ => Decision::respond(404, "unknown bad case"),
     }
+}
+
+/// The `/shape/...` cases: see the module doc.
+fn request_shape(req: &Request, shape: &str) -> Decision {
+    match shape {
+        "eager" => {
+            black_box(req.headers());
+            black_box(req.client_ip());
+            black_box(req.tls_sni());
+            black_box(req.http_version());
+        }
+        "calls" => {
+            for _ in 0..100 {
+                black_box(req.http_version());
+            }
+        }
+        "lazy" => {}
+        _ => return Decision::respond(404, "unknown shape case"),
+    }
+    Decision::forward_default().cache_key(req.default_cache_key())
 }
 
 fn spin() -> ! {
