@@ -2,6 +2,13 @@
 //! (new Store -> instantiate from InstancePre -> decide -> drop, plus decision checks), in the
 //! fresh-instance and the reuse modes, against the same decision made natively.
 //!
+//! Then the shape of the request interface (`decide/shape-*`): the test guest `probe` on the
+//! same request with the paths `/shape/lazy` (what the default policy reads), `/shape/eager`
+//! (also every header, client IP, SNI and version: what an eager request record would carry)
+//! and `/shape/calls` (lazy plus 100 accessor calls), with fresh instances and again reusing
+//! instances (`-reuse`: no instantiation in the timing, so the differences are less noisy).
+//! See `bench/RESULTS.md`.
+//!
 //! `cargo bench -p sluice --bench policy`. Besides criterion's timings, each case prints minor
 //! page faults per call over 100k calls (from /proc/self/stat).
 
@@ -27,8 +34,13 @@ impl Upstreams for OnePool {
 
 /// A browser-like request: 8 headers, a query to sort.
 fn request() -> PolicyRequest {
+    request_to("/products/42")
+}
+
+/// [`request`] with another path (same query and headers).
+fn request_to(path: &str) -> PolicyRequest {
     let req = http::Request::builder()
-        .uri("/products/42?utm_source=x&color=red&size=m")
+        .uri(format!("{path}?utm_source=x&color=red&size=m"))
         .header("host", "shop.example.com")
         .header(
             "user-agent",
@@ -64,15 +76,24 @@ fn bench(c: &mut Criterion) {
     sluice::policy::engine::configure(sluice::policy::EngineOptions {
         cache_dir: Some(cache),
     });
+    let probe = || PolicyConfig {
+        module: Some(sluice_tests::guests::PROBE.into()),
+        ..PolicyConfig::default()
+    };
+    let probe_reused = || PolicyConfig {
+        instances: InstanceMode::Reuse(1_000_000),
+        ..probe()
+    };
     let mut group = c.benchmark_group("decide");
-    for (name, config) in [
-        ("fresh", PolicyConfig::default()),
+    for (name, config, path) in [
+        ("fresh", PolicyConfig::default(), None),
         (
             "reuse",
             PolicyConfig {
                 instances: InstanceMode::Reuse(1_000_000),
                 ..PolicyConfig::default()
             },
+            None,
         ),
         (
             "native",
@@ -80,13 +101,22 @@ fn bench(c: &mut Criterion) {
                 native: true,
                 ..PolicyConfig::default()
             },
+            None,
         ),
+        ("shape-lazy", probe(), Some("/shape/lazy")),
+        ("shape-eager", probe(), Some("/shape/eager")),
+        ("shape-calls", probe(), Some("/shape/calls")),
+        ("shape-lazy-reuse", probe_reused(), Some("/shape/lazy")),
+        ("shape-eager-reuse", probe_reused(), Some("/shape/eager")),
+        ("shape-calls-reuse", probe_reused(), Some("/shape/calls")),
     ] {
         let rt = PolicyRuntime::new(&config, Arc::new(OnePool)).unwrap();
-        let mut req = Some(request());
+        let mut req = Some(path.map_or_else(request, request_to));
         let mut call = || {
             let (r, v) = rt.decide(req.take().unwrap());
-            assert!(matches!(v, Verdict::Decided(_)));
+            if let Verdict::Failed(f) = &v {
+                panic!("decide/{name} failed: {f}");
+            }
             black_box(&v);
             req = Some(r);
         };
