@@ -78,6 +78,7 @@ fn bench(c: &mut Criterion) {
     });
     let probe = || PolicyConfig {
         module: Some(sluice_tests::guests::PROBE.into()),
+        instances: InstanceMode::Fresh,
         ..PolicyConfig::default()
     };
     let probe_reused = || PolicyConfig {
@@ -86,7 +87,14 @@ fn bench(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("decide");
     for (name, config, path) in [
-        ("fresh", PolicyConfig::default(), None),
+        (
+            "fresh",
+            PolicyConfig {
+                instances: InstanceMode::Fresh,
+                ..PolicyConfig::default()
+            },
+            None,
+        ),
         (
             "reuse",
             PolicyConfig {

@@ -71,7 +71,8 @@ async fn a_memory_bomb_stops_at_the_cap() {
 #[tokio::test]
 async fn panics_and_traps_fail_closed_and_are_counted() {
     let origin = Origin::echo("a").await;
-    let proxy = probe_proxy(&origin, "").await;
+    // Fresh instances here; the default (reused instances) is covered by the tests around.
+    let proxy = probe_proxy(&origin, "instances = { reuse = 1 }").await;
     let mut c = h1(proxy.http).await;
     for path in ["/panic", "/trap", "/panic/again"] {
         let resp = send(&mut c, get(path, "e.test")).await;
@@ -84,6 +85,7 @@ async fn panics_and_traps_fail_closed_and_are_counted() {
     assert_eq!(resp.status(), 200);
     let status = policy_status(proxy.admin.unwrap()).await;
     assert_eq!(status["active"]["traps"], 3, "{status}");
+    assert_eq!(status["active"]["reuse"], 1, "{status}");
 }
 
 #[tokio::test]

@@ -190,6 +190,7 @@ pub struct RawPolicy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInstances {
-    /// Serve this many requests from one instance before replacing it; absent = fresh each time.
+    /// Serve this many requests from one instance before replacing it; 1 = a fresh instance
+    /// per request.
     pub reuse: Option<i64>,
 }

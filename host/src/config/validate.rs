@@ -288,8 +288,9 @@ fn policy(p: RawPolicy, cx: &Ctx) -> Result<PolicyConfig, ConfigError> {
         }
     };
     let instances = match p.instances.and_then(|i| i.reuse) {
-        None => InstanceMode::Fresh,
-        Some(n) if (1..=1_000_000).contains(&n) => InstanceMode::Reuse(n as u32),
+        None => d.instances,
+        Some(1) => InstanceMode::Fresh,
+        Some(n) if (2..=1_000_000).contains(&n) => InstanceMode::Reuse(n as u32),
         Some(n) => {
             return Err(cx.err(
                 "policy.instances.reuse",

@@ -3,10 +3,10 @@
 //! Loading refuses a component that imports `wasi:filesystem`, `wasi:sockets` or `wasi:http`
 //! (unless the operator allows it by name), links every other unknown import to a function
 //! that traps if called (toolchains add WASI imports that a policy never uses), and checks the
-//! `decide` export's type. Per request the default is a fresh instance: new `Store` ->
-//! instantiate from the `InstancePre` -> `decide` -> drop, so nothing survives a request. With
-//! `instances = { reuse = N }` an instance serves up to N requests; it is discarded after any
-//! failure.
+//! `decide` export's type. By default an instance serves up to 1000 requests, one at a time,
+//! taken from and returned to a small idle list; it is discarded after any failure. With
+//! `instances = { reuse = 1 }` every request gets a fresh one: new `Store` -> instantiate from
+//! the `InstancePre` -> `decide` -> drop, so nothing survives a request.
 
 use super::bindings::{Policy, PolicyPre};
 use super::decision::{self, Decision};

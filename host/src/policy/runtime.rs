@@ -40,7 +40,7 @@ pub struct RevisionInfo {
     pub fail: &'static str,
     pub deadline_ms: f64,
     pub memory_bytes: usize,
-    /// `0` means a fresh instance per request.
+    /// Requests one instance serves; `1` means a fresh instance per request.
     pub reuse: u32,
     pub calls: u64,
     pub traps: u64,
@@ -310,7 +310,7 @@ fn info(l: &Loaded) -> RevisionInfo {
         deadline_ms: l.config.deadline.as_secs_f64() * 1000.0,
         memory_bytes: l.config.memory,
         reuse: match l.config.instances {
-            InstanceMode::Fresh => 0,
+            InstanceMode::Fresh => 1,
             InstanceMode::Reuse(n) => n,
         },
         calls: n(&s.calls),
