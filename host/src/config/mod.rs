@@ -157,8 +157,8 @@ pub enum InstanceMode {
 }
 
 /// Requests one instance serves by default. Measured (bench/RESULTS.md, step 2): a fresh
-/// instance per request costs the whole proxy 1.6-2.0x the CPU of a native decision, reuse
-/// 1.08-1.23x; 1000 bounds how long guest state can live.
+/// instance per request costs the whole proxy 1.76x the CPU of a native decision, reuse 1.14x;
+/// 1000 bounds how long guest state can live.
 pub const DEFAULT_REUSE: u32 = 1000;
 
 /// Largest `policy.memory`; the engine's memory slots are sized for it.
