@@ -22,8 +22,7 @@ ROUNDS=${ROUNDS:-5}
 COMPONENTS=${COMPONENTS:-big swap-a}
 [[ $ROUNDS =~ ^[0-9]+$ ]] || { echo "ROUNDS must be a whole number" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+. "$BENCH_DIR/lib.sh"
 for c in curl python3; do command -v "$c" >/dev/null || die "missing $c"; done
 
 if [[ -z ${SLUICE_BIN:-} ]]; then
@@ -45,7 +44,6 @@ for c in $COMPONENTS; do
   [[ -f ${WASM[$c]} ]] || die "no component ${WASM[$c]}"
 done
 
-build_running() { grep -qsxE 'cargo|rustc|cc1|ld|cargo-clippy' /proc/[0-9]*/comm; }
 build_running && log "WARNING: a build (cargo/rustc/cc) is running: it competes for the 2 cores and skews every figure"
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 REV="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo no-commit)$(cd "$REPO_ROOT" && git diff --quiet HEAD -- host 2>/dev/null || echo '+uncommitted host/ changes')"

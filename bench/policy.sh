@@ -29,8 +29,7 @@ WARMUP=${WARMUP:-2}; WARMUP=${WARMUP%s}; PAUSE=${PAUSE:-1}
   || { echo "DURATION/WARMUP/ROUNDS/REUSE must be whole numbers" >&2; exit 2; }
 ((REUSE >= 2)) || { echo "REUSE must be at least 2 (reuse = 1 is the fresh variant)" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+. "$BENCH_DIR/lib.sh"
 
 for c in nginx wrk curl python3; do
   command -v "$c" >/dev/null || die "missing $c (apt-get install nginx wrk curl python3; bench/run.sh installs them as root)"
@@ -46,7 +45,6 @@ fi
 [[ -x $SLUICE_BIN ]] || die "no executable at $SLUICE_BIN"
 T_BUILD=$((SECONDS - T0))
 
-build_running() { grep -qsxE 'cargo|rustc|cc1|ld|cargo-clippy' /proc/[0-9]*/comm; }
 build_running && log "WARNING: a build (cargo/rustc/cc) is running: it competes for the 2 cores and skews every figure"
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 REV="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo no-commit)$(cd "$REPO_ROOT" && git diff --quiet HEAD -- host 2>/dev/null || echo '+uncommitted host/ changes')"
@@ -134,14 +132,6 @@ done
 
 # ------------------------------------------------------------------ start
 start() { local name=$1; shift; "$@" >"$WORK/$name.log" 2>&1 & PID[$name]=$!; }
-wait_ready() { # name url  (bounded: 100 x 0.1 s)
-  for _ in $(seq 100); do
-    kill -0 "${PID[$1]}" 2>/dev/null || { tail -5 "$WORK/$1.log" >&2; return 1; }
-    curl -fs -o /dev/null --max-time 1 "$2" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 start origin nginx -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf"
 wait_ready origin "http://127.0.0.1:${PORT[origin]}/small" || die "origin nginx did not start"
 # One fresh compiled-artifact cache for all variants, so no variant depends on what an

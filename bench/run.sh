@@ -26,8 +26,7 @@ SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
 [[ $SLUICE_BIN == /* ]] || SLUICE_BIN="$REPO_ROOT/$SLUICE_BIN"
 [[ $DUR_S =~ ^[0-9]+$ && $WARMUP =~ ^[0-9]+$ ]] || { echo "DURATION/WARMUP must be whole seconds" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+. "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------- prerequisites
 missing=()
@@ -52,7 +51,6 @@ fi
 T0=$SECONDS
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 SLUICE_REV="$(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo no-commit) at start; binary built $(date -r "$SLUICE_BIN" '+%F %T' 2>/dev/null || echo '?')"
-build_running() { grep -qsxE 'cargo|rustc|cc1|ld|cargo-clippy' /proc/[0-9]*/comm; }
 BUSY=0   # timed runs that overlapped a build on this machine
 if build_running; then
   log "WARNING: a build (cargo/rustc/cc) is running: it competes for the 2 cores and skews every figure"
@@ -186,14 +184,6 @@ start() { # name cmd... ; records the PID of the exec'd process itself
   local name=$1; shift
   "$@" >"$WORK/$name.log" 2>&1 &
   PID[$name]=$!
-}
-wait_ready() { # name url  (bounded: 100 x 0.1 s)
-  for _ in $(seq 100); do
-    kill -0 "${PID[$1]}" 2>/dev/null || { tail -5 "$WORK/$1.log" >&2; return 1; }
-    curl -fsk -o /dev/null --max-time 1 "$2" && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 start direct nginx -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf"
