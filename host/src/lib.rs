@@ -5,6 +5,7 @@
 //! [`Running`] handle with the bound addresses, a certificate-reload hook and graceful shutdown.
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod listener;

@@ -1,0 +1,2 @@
+//! STUB: pick cost per algorithm (step 3).
+fn main() {}
