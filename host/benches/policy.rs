@@ -21,10 +21,19 @@ use std::sync::Arc;
 struct OnePool;
 
 impl Upstreams for OnePool {
-    fn pick(&self, _: Option<&str>, _: Option<&[u8]>) -> Option<Arc<str>> {
+    fn pick(
+        &self,
+        _: Option<&str>,
+        _: Option<sluice::policy::Algorithm>,
+        _: Option<&[u8]>,
+        _: std::net::IpAddr,
+    ) -> Option<Arc<str>> {
         Some("127.0.0.1:9".into())
     }
     fn endpoints(&self, _: &str) -> Option<Vec<EndpointInfo>> {
+        None
+    }
+    fn health(&self, _: &str, _: &str) -> Option<sluice::policy::HealthState> {
         None
     }
     fn check_target(&self, _: Option<&str>, _: Option<&str>) -> Result<(), String> {

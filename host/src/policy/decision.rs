@@ -25,6 +25,8 @@ pub struct Forward {
     /// `None`: the default pool.
     pub pool: Option<String>,
     pub endpoint: Option<String>,
+    /// The algorithm for this request; `None`: the pool's.
+    pub algorithm: Option<super::Algorithm>,
     pub hash_key: Option<Vec<u8>>,
     pub cache: CachePolicy,
     pub request_edits: Vec<HeaderEdit>,
@@ -38,6 +40,7 @@ impl Forward {
         Forward {
             pool: None,
             endpoint: None,
+            algorithm: None,
             hash_key: None,
             cache: CachePolicy::default(),
             request_edits: Vec::new(),
@@ -158,6 +161,7 @@ pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Dec
             Ok(Decision::Forward(Forward {
                 pool: f.target.pool,
                 endpoint: f.target.endpoint,
+                algorithm: None,
                 hash_key: f.target.hash_key,
                 cache: CachePolicy {
                     key: f.cache.key,

@@ -159,7 +159,12 @@ impl balancer::Host for GuestState {
     fn pick(&mut self, pool: String, hash_key: Option<Vec<u8>>) -> Option<String> {
         self.shared
             .upstreams
-            .pick(Some(&pool), hash_key.as_deref())
+            .pick(
+                Some(&pool),
+                None,
+                hash_key.as_deref(),
+                self.req().client.ip(),
+            )
             .map(|a| a.to_string())
     }
 

@@ -37,10 +37,19 @@ impl LocalPolicy {
 struct AnyUpstream;
 
 impl Upstreams for AnyUpstream {
-    fn pick(&self, _: Option<&str>, _: Option<&[u8]>) -> Option<Arc<str>> {
+    fn pick(
+        &self,
+        _: Option<&str>,
+        _: Option<super::Algorithm>,
+        _: Option<&[u8]>,
+        _: std::net::IpAddr,
+    ) -> Option<Arc<str>> {
         None
     }
     fn endpoints(&self, _: &str) -> Option<Vec<EndpointInfo>> {
+        None
+    }
+    fn health(&self, _: &str, _: &str) -> Option<super::HealthState> {
         None
     }
     fn check_target(&self, _: Option<&str>, _: Option<&str>) -> Result<(), String> {

@@ -30,6 +30,8 @@ pub use engine::EngineOptions;
 pub use revision::{FailureKind, PolicyFailure};
 pub use runtime::{PolicyRuntime, PolicyStatus, RevisionInfo, Verdict};
 
+pub use crate::balance::{Algorithm, HealthState};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,22 +51,40 @@ pub struct PolicyRequest {
     pub sni: Option<Arc<str>>,
 }
 
-/// One endpoint as the guest's `balancer.endpoints` reports it.
+/// One endpoint as the guest's `balancer.endpoints` reports it: live state at the moment of
+/// the call.
 #[derive(Debug, Clone)]
 pub struct EndpointInfo {
     pub addr: Arc<str>,
     pub weight: u32,
+    /// Neither failing active checks nor ejected (the endpoint's own state; panic mode aside).
     pub healthy: bool,
+    pub state: HealthState,
+    /// Requests in flight to it now.
+    pub in_flight: u32,
+    /// Peak-EWMA response-head latency in microseconds; 0 before the first response.
+    pub ewma_latency_us: u32,
 }
 
-/// What the host knows about upstreams, offered to guests through the `balancer` import and
-/// used to check a decision's target. Implemented by the proxy's pool table.
+/// What the host knows about upstreams, offered to guests through the `balancer` and
+/// `health` imports and used to check a decision's target. Implemented by the proxy's pool
+/// table.
 pub trait Upstreams: Send + Sync + 'static {
-    /// Picks an endpoint of `pool` (`None`: the default pool), by weighted consistent hashing
-    /// when `hash_key` is given, otherwise with the pool's algorithm.
-    fn pick(&self, pool: Option<&str>, hash_key: Option<&[u8]>) -> Option<Arc<str>>;
+    /// Picks an eligible endpoint of `pool` (`None`: the default pool) with `algorithm`, or the
+    /// pool's algorithm when `None` (the ring hash when a `hash_key` is given and the pool's
+    /// algorithm is not keyed). `client` feeds IP hash. `None` when the pool is unknown or
+    /// nothing is eligible.
+    fn pick(
+        &self,
+        pool: Option<&str>,
+        algorithm: Option<Algorithm>,
+        hash_key: Option<&[u8]>,
+        client: std::net::IpAddr,
+    ) -> Option<Arc<str>>;
     /// The endpoints of `pool` in config order; `None` if there is no such pool.
     fn endpoints(&self, pool: &str) -> Option<Vec<EndpointInfo>>;
+    /// The health of endpoint `addr` of `pool`; `None` if there is no such endpoint.
+    fn health(&self, pool: &str, addr: &str) -> Option<HealthState>;
     /// Whether `pool` exists and, when given, `endpoint` is one of its endpoints; the error
     /// says which part is wrong.
     fn check_target(&self, pool: Option<&str>, endpoint: Option<&str>) -> Result<(), String>;

@@ -170,7 +170,13 @@ impl Pools {
 }
 
 impl crate::policy::Upstreams for Pools {
-    fn pick(&self, pool: Option<&str>, hash_key: Option<&[u8]>) -> Option<Arc<str>> {
+    fn pick(
+        &self,
+        pool: Option<&str>,
+        _algorithm: Option<crate::policy::Algorithm>,
+        hash_key: Option<&[u8]>,
+        _client: std::net::IpAddr,
+    ) -> Option<Arc<str>> {
         let pool = self.get(pool)?;
         let e = match hash_key {
             Some(k) => pool.pick_by_key(k),
@@ -187,11 +193,17 @@ impl crate::policy::Upstreams for Pools {
                 .map(|e| crate::policy::EndpointInfo {
                     addr: e.address.clone(),
                     weight: e.weight,
-                    // No health checks yet: every endpoint receives traffic.
                     healthy: true,
+                    state: crate::policy::HealthState::Healthy,
+                    in_flight: 0,
+                    ewma_latency_us: 0,
                 })
                 .collect(),
         )
+    }
+
+    fn health(&self, _pool: &str, _addr: &str) -> Option<crate::policy::HealthState> {
+        None
     }
 
     fn check_target(&self, pool: Option<&str>, endpoint: Option<&str>) -> Result<(), String> {
