@@ -8,6 +8,7 @@
 //! handled by the operator's `fail` setting. The builders do not check these themselves.
 
 use crate::__bindings::types;
+use crate::Algorithm;
 
 /// The answer to one request: forward it upstream, or respond locally.
 ///
@@ -15,9 +16,10 @@ use crate::__bindings::types;
 /// [`respond`](Self::respond), then chain. Header names are sent lower-cased.
 ///
 /// Methods that only make sense for a forwarded request ([`endpoint`](Self::endpoint),
-/// [`hash_key`](Self::hash_key), the cache methods, the request-header methods and
-/// [`rewrite`](Self::rewrite)) have no effect on a local response. The response-header methods
-/// work on both: on a local response they edit its header list directly.
+/// [`algorithm`](Self::algorithm), [`hash_key`](Self::hash_key), the cache methods, the
+/// request-header methods and [`rewrite`](Self::rewrite)) have no effect on a local response.
+/// The response-header methods work on both: on a local response they edit its header list
+/// directly.
 ///
 /// # Example
 /// ```no_run
@@ -65,6 +67,7 @@ impl Decision {
                 pool,
                 endpoint: None,
                 hash_key: None,
+                algorithm: None,
             },
             cache: types::CachePolicy {
                 key: None,
@@ -128,9 +131,9 @@ impl Decision {
     /// ```no_run
     /// # use sluice_sdk::prelude::*;
     /// fn decide(_req: &Request) -> Decision {
-    ///     match balancer::pick("web", Some(b"tenant-7")) {
+    ///     match balancer::pick_with_key("web", "tenant-7") {
     ///         Some(addr) => Decision::forward("web").endpoint(addr),
-    ///         None => Decision::respond(503, "no healthy endpoint\n"),
+    ///         None => Decision::respond(503, "no endpoint available\n"),
     ///     }
     /// }
     /// ```
@@ -141,9 +144,33 @@ impl Decision {
         self
     }
 
-    /// Keeps requests with the same `key` on the same endpoint: the host picks the endpoint by
-    /// weighted consistent hashing of the key (unless [`endpoint`](Self::endpoint) is set).
+    /// Picks the endpoint with `algorithm` instead of the pool's configured one, for this
+    /// request only (unless [`endpoint`](Self::endpoint) is set). With a
+    /// [`hash_key`](Self::hash_key), an algorithm that is not keyed
+    /// ([`Algorithm::is_keyed`]) gives way to [`Algorithm::RingHash`].
     /// No effect on a local response.
+    ///
+    /// ```no_run
+    /// # use sluice_sdk::prelude::*;
+    /// fn decide(req: &Request) -> Decision {
+    ///     if req.path().starts_with("/search") {
+    ///         // Slow, uneven queries: prefer the endpoints answering fastest now.
+    ///         return Decision::forward("api").algorithm(Algorithm::LeastResponseTime);
+    ///     }
+    ///     Decision::forward("api")
+    /// }
+    /// ```
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        if let Some(f) = self.forward_mut() {
+            f.target.algorithm = Some(algorithm.to_raw());
+        }
+        self
+    }
+
+    /// Keeps requests with the same `key` on the same endpoint: the host picks the endpoint by
+    /// weighted consistent hashing of the key (unless [`endpoint`](Self::endpoint) is set):
+    /// with the ring hash, or [`Algorithm::Maglev`] when [`algorithm`](Self::algorithm) or the
+    /// pool's configured algorithm says so. No effect on a local response.
     ///
     /// ```no_run
     /// # use sluice_sdk::prelude::*;
@@ -407,6 +434,7 @@ mod tests {
         let f = forward(
             Decision::forward("api")
                 .endpoint("10.0.0.1:80")
+                .algorithm(Algorithm::Maglev)
                 .hash_key("k")
                 .cache_key(b"key")
                 .ttl(60)
@@ -423,6 +451,7 @@ mod tests {
         assert_eq!(f.target.pool.as_deref(), Some("api"));
         assert_eq!(f.target.endpoint.as_deref(), Some("10.0.0.1:80"));
         assert_eq!(f.target.hash_key.as_deref(), Some(&b"k"[..]));
+        assert!(matches!(f.target.algorithm, Some(types::Algorithm::Maglev)));
         assert_eq!(f.cache.key.as_deref(), Some(&b"key"[..]));
         assert_eq!(f.cache.ttl_secs, Some(60));
         assert!(f.cache.bypass);
@@ -432,7 +461,9 @@ mod tests {
         assert!(matches!(f.request_edits[2].op, types::EditOp::Remove));
         assert!(matches!(f.response_edits[1].op, types::EditOp::Append));
         assert_eq!(f.rewrite.as_deref(), Some("/new?q"));
-        assert_eq!(forward(Decision::forward_default()).target.pool, None);
+        let plain = forward(Decision::forward_default());
+        assert_eq!(plain.target.pool, None);
+        assert!(plain.target.algorithm.is_none());
     }
 
     #[test]
@@ -445,6 +476,7 @@ mod tests {
                 .set_response_header("retry-after", "120")
                 .remove_response_header("x-gone")
                 .ttl(5)
+                .algorithm(Algorithm::Random)
                 .set_request_header("x-ignored", "1"),
         );
         assert_eq!(r.status, 503);

@@ -30,10 +30,15 @@
 //! cargo build --target wasm32-wasip2 --release   # -> target/wasm32-wasip2/release/<name>.wasm
 //! ```
 //!
-//! What the host gives a policy besides the request: [`balancer`] (its pools and picks),
-//! [`config`] (the policy's settings from the host's config) and [`log`]. Nothing else: no
-//! filesystem, network, clock or environment. Each call runs in a fresh instance, so global
-//! state does not survive between requests.
+//! What the host gives a policy besides the request: [`balancer`] (its pools, its
+//! load-balancing [`Algorithm`]s and each endpoint's live state), [`health`] (each endpoint's
+//! health-check and outlier-detection state), [`config`] (the policy's settings from the
+//! host's config) and [`log`]. Nothing else: no filesystem, network, clock, randomness or
+//! environment. Do not rely on global state between requests: an instance serves several
+//! requests, but which one serves a request is not specified.
+//!
+//! This is `sluice-sdk` 0.2, for the WIT package `sluice:policy@0.2.0`; a host refuses at load
+//! a component built with an SDK for another version, naming both.
 //!
 //! A panic is logged through the host's log at error level (the SDK installs a panic hook),
 //! then traps; the host answers per its `fail` setting (forward to the default pool, or 503).
@@ -53,10 +58,13 @@ pub mod __bindings;
 pub mod balancer;
 pub mod config;
 mod decision;
+pub mod health;
 pub mod log;
 mod request;
 
+pub use balancer::Algorithm;
 pub use decision::Decision;
+pub use health::HealthState;
 pub use request::{Header, Request};
 
 /// Exports a function as the policy's `decide`.
@@ -86,8 +94,8 @@ pub use sluice_sdk_macros::policy;
 
 /// Everything a typical policy uses: `use sluice_sdk::prelude::*;`.
 ///
-/// Brings in [`Request`], [`Decision`], [`Header`] and the [`balancer`], [`config`] and
-/// [`log`] modules.
+/// Brings in [`Request`], [`Decision`], [`Header`], [`Algorithm`], [`HealthState`] and the
+/// [`balancer`], [`config`], [`health`] and [`log`] modules.
 ///
 /// # Example
 /// ```no_run
@@ -95,9 +103,11 @@ pub use sluice_sdk_macros::policy;
 ///
 /// fn decide(_req: &Request) -> Decision {
 ///     log::debug("default route");
-///     Decision::forward(config::get_or("pool", "web"))
+///     Decision::forward(config::get_or("pool", "web")).algorithm(Algorithm::LeastRequest)
 /// }
 /// ```
 pub mod prelude {
-    pub use crate::{Decision, Header, Request, balancer, config, log};
+    pub use crate::{
+        Algorithm, Decision, Header, HealthState, Request, balancer, config, health, log,
+    };
 }

@@ -243,3 +243,58 @@ fn bad_input_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn per_path_algorithm_decisions_name_the_algorithm() {
+    let out = policy_test(
+        guests::PER_PATH_ALGORITHM,
+        &[
+            "-r",
+            "GET https://shop.example/session/cart",
+            "-H",
+            "cookie: uid=u-7",
+            "-H",
+            "x-user-id: u-42",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    golden("per-path-algorithm-session.json", &stdout(&out));
+
+    // Without a user id, and outside /session/: round robin, no key.
+    for (request, headers) in [
+        ("GET https://shop.example/session/cart", ""),
+        ("GET https://shop.example/", "x-user-id: u-42"),
+    ] {
+        let mut args = vec!["-r", request];
+        if !headers.is_empty() {
+            args.extend(["-H", headers]);
+        }
+        let out = policy_test(guests::PER_PATH_ALGORITHM, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            json["forward"]["algorithm"], "round_robin",
+            "{request}: {json}"
+        );
+        assert_eq!(
+            json["forward"]["hash_key"],
+            serde_json::Value::Null,
+            "{request}"
+        );
+    }
+}
+
+#[test]
+fn a_component_built_for_an_older_wit_is_refused_naming_both_versions() {
+    let out = policy_test(guests::OLD_WORLD, &["-r", "GET http://e.test/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("built for sluice:policy@0.1.0 (it imports `sluice:policy/"),
+        "{err}"
+    );
+    assert!(
+        err.contains("this host implements sluice:policy@0.2.0: rebuild it with sluice-sdk 0.2"),
+        "{err}"
+    );
+}

@@ -253,3 +253,23 @@ async fn refused_imports_can_be_allowed_and_then_trap_if_called() {
     let status = policy_status(proxy.admin.unwrap()).await;
     assert!(status["active"]["traps"].as_u64().unwrap() >= 1, "{status}");
 }
+
+#[tokio::test]
+async fn a_component_for_an_older_wit_is_refused_naming_both_versions() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::for_origin(&origin)
+        .admin(None)
+        .policy(guests::SWAP_A, "", "")
+        .start()
+        .await;
+    let (status, json) = upload(proxy.admin.unwrap(), bytes_of(guests::OLD_WORLD)).await;
+    assert_eq!(status, 422, "{json}");
+    let msg = json["error"].as_str().unwrap();
+    for expect in [
+        "built for sluice:policy@0.1.0",
+        "this host implements sluice:policy@0.2.0: rebuild it with sluice-sdk 0.2",
+    ] {
+        assert!(msg.contains(expect), "{msg:?} should contain {expect:?}");
+    }
+    assert_eq!(served_by(proxy.http).await, "a");
+}

@@ -5,6 +5,11 @@
 //! `canary=always`. Canary responses carry `x-canary: 1` and are never cached (so a cached
 //! canary page is never served to a stable client and vice versa).
 //!
+//! When the canary pool has no healthy endpoint (all failing their health checks or ejected by
+//! outlier detection, or the pool is unknown), canary clients go to the stable pool too, with
+//! `x-canary: fallback` on the response, instead of to a canary the host would only reach in
+//! panic mode.
+//!
 //! Settings: `percent` (0..=100, default 5), `canary_pool` (default `canary`), `stable_pool`
 //! (default `stable`).
 
@@ -12,13 +17,23 @@ use sluice_sdk::prelude::*;
 
 #[sluice_sdk::policy]
 fn decide(req: &Request) -> Decision {
-    if in_canary(req) {
-        Decision::forward(config::get_or("canary_pool", "canary"))
-            .no_cache()
-            .set_response_header("x-canary", "1")
-    } else {
-        Decision::forward(config::get_or("stable_pool", "stable"))
+    let stable = || Decision::forward(config::get_or("stable_pool", "stable"));
+    if !in_canary(req) {
+        return stable();
     }
+    let canary_pool = config::get_or("canary_pool", "canary");
+    if !any_healthy(&balancer::endpoints(&canary_pool)) {
+        return stable().set_response_header("x-canary", "fallback");
+    }
+    Decision::forward(canary_pool)
+        .no_cache()
+        .set_response_header("x-canary", "1")
+}
+
+/// Whether any endpoint is healthy. In panic mode the host would still send the canary's
+/// traffic to its unhealthy endpoints, so `balancer::pick` cannot tell; `healthy` can.
+fn any_healthy(endpoints: &[balancer::Endpoint]) -> bool {
+    endpoints.iter().any(|e| e.healthy)
 }
 
 fn in_canary(req: &Request) -> bool {
@@ -54,6 +69,20 @@ mod tests {
         assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
         assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
         assert_eq!(fnv1a_32(b"foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn a_pool_needs_one_healthy_endpoint() {
+        let ep = |healthy| balancer::Endpoint {
+            addr: "127.0.0.1:9101".into(),
+            weight: 1,
+            healthy,
+            in_flight: 0,
+            ewma_latency_us: 0,
+        };
+        assert!(any_healthy(&[ep(false), ep(true)]));
+        assert!(!any_healthy(&[ep(false), ep(false)]));
+        assert!(!any_healthy(&[]));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! origin-form target and a local response a final status. A decision that breaks a rule is a
 //! policy failure, handled like a trap.
 
-use super::Upstreams;
 use super::bindings::sluice::policy::types as wit;
+use super::{Algorithm, Upstreams};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{StatusCode, uri::PathAndQuery};
@@ -26,7 +26,7 @@ pub struct Forward {
     pub pool: Option<String>,
     pub endpoint: Option<String>,
     /// The algorithm for this request; `None`: the pool's.
-    pub algorithm: Option<super::Algorithm>,
+    pub algorithm: Option<Algorithm>,
     pub hash_key: Option<Vec<u8>>,
     pub cache: CachePolicy,
     pub request_edits: Vec<HeaderEdit>,
@@ -143,6 +143,22 @@ fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<HeaderEdit>, Stri
         .collect()
 }
 
+/// The host's algorithm for the WIT's: the one place the two enums meet (`target.algorithm`
+/// here, `balancer.pick` in `host.rs`).
+pub(super) fn algorithm_from_wit(a: wit::Algorithm) -> Algorithm {
+    match a {
+        wit::Algorithm::RoundRobin => Algorithm::RoundRobin,
+        wit::Algorithm::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+        wit::Algorithm::LeastConnections => Algorithm::LeastConnections,
+        wit::Algorithm::LeastRequest => Algorithm::LeastRequest,
+        wit::Algorithm::LeastResponseTime => Algorithm::LeastResponseTime,
+        wit::Algorithm::Random => Algorithm::Random,
+        wit::Algorithm::IpHash => Algorithm::IpHash,
+        wit::Algorithm::RingHash => Algorithm::RingHash,
+        wit::Algorithm::Maglev => Algorithm::Maglev,
+    }
+}
+
 /// Checks a guest decision against the rules above and the configured pools.
 pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Decision, String> {
     match d {
@@ -161,7 +177,7 @@ pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Dec
             Ok(Decision::Forward(Forward {
                 pool: f.target.pool,
                 endpoint: f.target.endpoint,
-                algorithm: None,
+                algorithm: f.target.algorithm.map(algorithm_from_wit),
                 hash_key: f.target.hash_key,
                 cache: CachePolicy {
                     key: f.cache.key,
@@ -198,7 +214,8 @@ pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Dec
 }
 
 /// The decision as JSON, for `sluice policy test` and its golden files. Byte strings are shown
-/// as text (lossily, when not UTF-8).
+/// as text (lossily, when not UTF-8). A forward has `"algorithm"` (its config name, e.g.
+/// `"ring_hash"`) only when the policy chose one.
 impl Decision {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
@@ -219,20 +236,27 @@ impl Decision {
                 .collect::<Vec<_>>()
         };
         match self {
-            Decision::Forward(f) => json!({"forward": {
-                "pool": f.pool,
-                "endpoint": f.endpoint,
-                "hash_key": f.hash_key.as_deref().map(text),
-                "cache": {
-                    "key": f.cache.key.as_deref().map(text),
-                    "bypass": f.cache.bypass,
-                    "ttl_secs": f.cache.ttl_secs,
-                    "tags": f.cache.tags,
-                },
-                "request_edits": edits(&f.request_edits),
-                "response_edits": edits(&f.response_edits),
-                "rewrite": f.rewrite.as_ref().map(|r| r.as_str()),
-            }}),
+            Decision::Forward(f) => {
+                let mut forward = json!({
+                    "pool": f.pool,
+                    "endpoint": f.endpoint,
+                    "hash_key": f.hash_key.as_deref().map(text),
+                    "cache": {
+                        "key": f.cache.key.as_deref().map(text),
+                        "bypass": f.cache.bypass,
+                        "ttl_secs": f.cache.ttl_secs,
+                        "tags": f.cache.tags,
+                    },
+                    "request_edits": edits(&f.request_edits),
+                    "response_edits": edits(&f.response_edits),
+                    "rewrite": f.rewrite.as_ref().map(|r| r.as_str()),
+                });
+                // Only when the policy chose one, so decisions without it read as before.
+                if let Some(a) = f.algorithm {
+                    forward["algorithm"] = json!(a.name());
+                }
+                json!({ "forward": forward })
+            }
             Decision::Respond(r) => json!({"respond": {
                 "status": r.status.as_u16(),
                 "headers": r.headers.iter()
@@ -241,5 +265,37 @@ impl Decision {
                 "body": text(&r.body),
             }}),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wit_algorithm_maps_to_a_distinct_host_algorithm() {
+        let all = [
+            wit::Algorithm::RoundRobin,
+            wit::Algorithm::WeightedRoundRobin,
+            wit::Algorithm::LeastConnections,
+            wit::Algorithm::LeastRequest,
+            wit::Algorithm::LeastResponseTime,
+            wit::Algorithm::Random,
+            wit::Algorithm::IpHash,
+            wit::Algorithm::RingHash,
+            wit::Algorithm::Maglev,
+        ];
+        let mapped: Vec<Algorithm> = all.into_iter().map(algorithm_from_wit).collect();
+        assert_eq!(mapped, Algorithm::ALL);
+    }
+
+    #[test]
+    fn json_names_the_algorithm_only_when_set() {
+        let mut f = Forward::to_default_pool();
+        let json = Decision::Forward(f.clone()).to_json();
+        assert!(json["forward"].get("algorithm").is_none(), "{json}");
+        f.algorithm = Some(Algorithm::RingHash);
+        let json = Decision::Forward(f).to_json();
+        assert_eq!(json["forward"]["algorithm"], "ring_hash");
     }
 }

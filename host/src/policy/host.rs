@@ -4,8 +4,9 @@
 //! whose representation is ignored, and every accessor reads `GuestState::request`. Accessors
 //! copy only what they return, so a guest that reads the path pays for the path.
 
-use super::bindings::sluice::policy::{balancer, config, log, types};
-use super::{PolicyRequest, Upstreams};
+use super::bindings::sluice::policy::{balancer, config, health, log, types};
+use super::decision::algorithm_from_wit;
+use super::{HealthState, PolicyRequest, Upstreams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::Resource;
@@ -156,12 +157,17 @@ impl types::HostRequest for GuestState {
 }
 
 impl balancer::Host for GuestState {
-    fn pick(&mut self, pool: String, hash_key: Option<Vec<u8>>) -> Option<String> {
+    fn pick(
+        &mut self,
+        pool: String,
+        algorithm: Option<balancer::Algorithm>,
+        hash_key: Option<Vec<u8>>,
+    ) -> Option<String> {
         self.shared
             .upstreams
             .pick(
                 Some(&pool),
-                None,
+                algorithm.map(algorithm_from_wit),
                 hash_key.as_deref(),
                 self.req().client.ip(),
             )
@@ -178,8 +184,21 @@ impl balancer::Host for GuestState {
                 addr: e.addr.to_string(),
                 weight: e.weight,
                 healthy: e.healthy,
+                in_flight: e.in_flight,
+                ewma_latency_us: e.ewma_latency_us,
             })
             .collect()
+    }
+}
+
+impl health::Host for GuestState {
+    fn status(&mut self, pool: String, addr: String) -> Option<health::State> {
+        let state = self.shared.upstreams.health(&pool, &addr)?;
+        Some(match state {
+            HealthState::Healthy => health::State::Healthy,
+            HealthState::Unhealthy => health::State::Unhealthy,
+            HealthState::Ejected => health::State::Ejected,
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! One loaded policy component: checked, compiled, pre-instantiated, and called per request.
 //!
-//! Loading refuses a component that imports `wasi:filesystem`, `wasi:sockets` or `wasi:http`
-//! (unless the operator allows it by name), links every other unknown import to a function
+//! Loading refuses a component built for another version of the `sluice:policy` package (its
+//! imports name the version) and one that imports `wasi:filesystem`, `wasi:sockets` or
+//! `wasi:http` (unless the operator allows it by name), links every other unknown import to a function
 //! that traps if called (toolchains add WASI imports that a policy never uses), and checks the
 //! `decide` export's type. By default an instance serves up to 1000 requests, one at a time,
 //! taken from and returned to a small idle list; it is discarded after any failure. With
@@ -108,6 +109,7 @@ impl Revision {
         }
         let component = Component::new(engine, bytes)
             .map_err(|e| LoadError(format!("invalid component: {}", root_cause(&e))))?;
+        check_world_version(&component, engine)?;
         check_imports(&component, engine, &config.allow_imports)?;
 
         let mut linker = Linker::<GuestState>::new(engine);
@@ -424,6 +426,49 @@ fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
 }
 
+/// The version of the `sluice:policy` package this host implements: `wit/policy.wit`'s.
+const WORLD_VERSION: &str = "0.2.0";
+
+/// Refuses a component whose `sluice:policy` imports name a version incompatible with
+/// [`WORLD_VERSION`] (semver: the same major version, or the same minor for 0.x). Without this
+/// an old component would fail the type check below with a message about some import or type
+/// that does not say the real problem: it was built with an older SDK.
+fn check_world_version(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let Some(interface) = name.strip_prefix("sluice:policy/") else {
+            continue;
+        };
+        let version = interface.split_once('@').map(|(_, v)| v);
+        if version.is_some_and(|v| semver_track(v) == semver_track(WORLD_VERSION)) {
+            continue;
+        }
+        let built_for = match version {
+            Some(v) => format!("sluice:policy@{v}"),
+            None => "an unversioned sluice:policy".to_owned(),
+        };
+        return Err(LoadError(format!(
+            "built for {built_for} (it imports `{name}`); this host implements \
+             sluice:policy@{WORLD_VERSION}: rebuild it with sluice-sdk {sdk}",
+            sdk = semver_track(WORLD_VERSION),
+        )));
+    }
+    Ok(())
+}
+
+/// The part of a semver version that compatible versions share: `1` for `1.4.2`, `0.2` for
+/// `0.2.1`, all of `0.0.3`. The SDK's version follows the package's, so this also names the
+/// SDK line to rebuild with.
+fn semver_track(version: &str) -> &str {
+    let mut dots = version.match_indices('.').map(|(i, _)| i);
+    let (first, second) = (dots.next(), dots.next());
+    match (version.starts_with("0."), first, second) {
+        (false, Some(i), _) => &version[..i],
+        (true, Some(_), Some(j)) if !version.starts_with("0.0.") => &version[..j],
+        _ => version,
+    }
+}
+
 /// Refuses imports from the interfaces in [`REFUSED_IMPORTS`] unless allowed by name.
 fn check_imports(
     component: &Component,
@@ -451,4 +496,30 @@ fn check_imports(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn world_version_is_the_wit_package_version() {
+        let wit = include_str!("../../../wit/policy.wit");
+        let package = format!("\npackage sluice:policy@{WORLD_VERSION};\n");
+        assert!(
+            wit.contains(&package),
+            "wit/policy.wit should declare {package:?}"
+        );
+    }
+
+    #[test]
+    fn semver_tracks() {
+        assert_eq!(semver_track("0.2.0"), "0.2");
+        assert_eq!(semver_track("0.2.7"), "0.2");
+        assert_eq!(semver_track("0.1.0"), "0.1");
+        assert_eq!(semver_track("1.4.2"), "1");
+        assert_eq!(semver_track("0.0.3"), "0.0.3");
+        assert_eq!(semver_track("2"), "2");
+        assert_ne!(semver_track("0.1.0"), semver_track("0.2.0"));
+    }
 }

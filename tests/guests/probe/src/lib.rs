@@ -9,8 +9,10 @@
 //! | `/trap...`           | executes `unreachable` (a trap with no panic) |
 //! | `/echo...`           | local 200, `content-type: application/json`, body: the request as JSON (below) |
 //! | `/config/<key>`      | local 200, body = setting `<key>`; 404 (empty body) when not set |
-//! | `/pick/<pool>`       | local 200, body = `balancer::pick(<pool>, hash key = query param `key` if present)`; 404 (empty body) for none |
+//! | `/pick/<pool>`       | local 200, body = `balancer::pick(<pool>, algorithm = query param `algorithm` if present (a config name such as `ring_hash`), hash key = query param `key` if present)`; 404 (empty body) for none; 400 for an unknown algorithm |
 //! | `/endpoints/<pool>`  | local 200, body = one line per endpoint: `<addr> <weight> <healthy>\n` (`healthy` is `true`/`false`; empty body for an unknown pool) |
+//! | `/live/<pool>`       | local 200, body = one line per endpoint: `<addr> <weight> <healthy> <in_flight> <ewma_latency_us>\n` (empty body for an unknown pool) |
+//! | `/health/<pool>/<addr>` | local 200, body = `health::status(<pool>, <addr>)`: `healthy`, `unhealthy` or `ejected`; 404 (empty body) for none |
 //! | `/log/<msg>`         | logs `<msg>` (raw, not percent-decoded) at warn level, then local 204 |
 //! | `/respond/<status>`  | local response with status `<status>` (unparsable: 0), header `x-probe: local`, body `probe` |
 //! | `/bad/pool`          | forward to pool `no-such-pool` |
@@ -33,7 +35,8 @@
 //! Forward: to the pool named by setting `pool` (default: the host's default pool), with
 //! request edit `set x-probe-request: 1`, response edits `set x-probe: forwarded` then
 //! `append x-probe-trace: <path>`; query parameter `rewrite=<p>` (raw) adds `rewrite(<p>)`,
-//! and `hash=<k>` (raw) adds `hash_key(<k>)`.
+//! `hash=<k>` (raw) adds `hash_key(<k>)`, and `algorithm=<name>` adds `algorithm(<name>)` (a
+//! config name such as `maglev`; an unknown name is a local 400).
 //!
 //! The `/shape/...` paths exist for `host/benches/policy.rs`, which compares the borrowed
 //! `request` resource (lazy accessors) with what an eager request record would cost: the
@@ -63,8 +66,12 @@ fn decide(req: &Request) -> Decision {
             None => Decision::respond(404, ""),
         }
     } else if let Some(pool) = path.strip_prefix("/pick/") {
+        let algorithm = match algorithm_param(req) {
+            Ok(algorithm) => algorithm,
+            Err(e) => return Decision::respond(400, e.to_string()),
+        };
         let key = req.query_param("key").map(str::as_bytes);
-        match balancer::pick(pool, key) {
+        match balancer::pick(pool, algorithm, key) {
             Some(addr) => Decision::respond(200, addr),
             None => Decision::respond(404, ""),
         }
@@ -74,6 +81,25 @@ fn decide(req: &Request) -> Decision {
             .map(|e| format!("{} {} {}\n", e.addr, e.weight, e.healthy))
             .collect();
         Decision::respond(200, lines)
+    } else if let Some(pool) = path.strip_prefix("/live/") {
+        let lines: String = balancer::endpoints(pool)
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {} {}\n",
+                    e.addr, e.weight, e.healthy, e.in_flight, e.ewma_latency_us
+                )
+            })
+            .collect();
+        Decision::respond(200, lines)
+    } else if let Some(rest) = path.strip_prefix("/health/") {
+        let (pool, addr) = rest.split_once('/').unwrap_or((rest, ""));
+        match health::status(pool, addr) {
+            Some(HealthState::Healthy) => Decision::respond(200, "healthy"),
+            Some(HealthState::Unhealthy) => Decision::respond(200, "unhealthy"),
+            Some(HealthState::Ejected) => Decision::respond(200, "ejected"),
+            None => Decision::respond(404, ""),
+        }
     } else if let Some(message) = path.strip_prefix("/log/") {
         log::warn(message);
         Decision::respond(204, "")
@@ -102,7 +128,16 @@ fn forward(req: &Request) -> Decision {
     if let Some(key) = req.query_param("hash") {
         decision = decision.hash_key(key);
     }
-    decision
+    match algorithm_param(req) {
+        Ok(Some(algorithm)) => decision.algorithm(algorithm),
+        Ok(None) => decision,
+        Err(e) => Decision::respond(400, e.to_string()),
+    }
+}
+
+/// Query parameter `algorithm`, parsed.
+fn algorithm_param(req: &Request) -> Result<Option<Algorithm>, balancer::UnknownAlgorithm> {
+    req.query_param("algorithm").map(str::parse).transpose()
 }
 
 /// Decisions the host must reject.
