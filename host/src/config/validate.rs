@@ -674,12 +674,6 @@ fn health_check(h: RawHealthCheck, key: &str, cx: &Ctx) -> Result<HealthCheckCon
         &format!("{key}.timeout"),
         cx,
     )?;
-    if timeout > interval {
-        return Err(cx.err(
-            format!("{key}.timeout"),
-            format!("{timeout:?} is longer than the interval ({interval:?})"),
-        ));
-    }
     let start_unhealthy = match h.initial.as_deref() {
         None | Some("healthy") => false,
         Some("unhealthy") => true,
