@@ -17,6 +17,7 @@
 //! `panic_threshold` of its endpoints healthy: then every endpoint is eligible, as in Envoy);
 //! and never when it is at its in-flight limit or excluded for this pick (a retry).
 
+mod common;
 mod ip_hash;
 mod least_conn;
 mod least_request;
@@ -26,6 +27,8 @@ mod random;
 mod ring_hash;
 mod round_robin;
 mod smooth_wrr;
+#[cfg(test)]
+mod tests;
 
 pub use smooth_wrr::smooth_wrr_sequence;
 
@@ -485,16 +488,9 @@ impl Drop for InFlight {
 
 /// Every algorithm for one pool, each built on first use (a Maglev table or a hash ring costs
 /// memory and build time only for pools that use it).
+#[derive(Default)]
 pub struct Balancers {
     built: [OnceLock<Box<dyn Balance>>; 9],
-}
-
-impl Default for Balancers {
-    fn default() -> Self {
-        Balancers {
-            built: Default::default(),
-        }
-    }
 }
 
 impl Balancers {
