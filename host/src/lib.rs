@@ -8,6 +8,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod policy;
@@ -55,6 +56,7 @@ pub struct Running {
     grace: Duration,
     certificates: CertReloader,
     policy: Arc<policy::PolicyRuntime>,
+    pools: Arc<proxy::upstream::PoolTable>,
     _policy_watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -69,7 +71,10 @@ pub enum ShutdownOutcome {
 
 /// Binds every listener and starts serving. Must be called inside a tokio runtime.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let pools = Arc::new(proxy::upstream::Pools::new(&config)?);
+    let pools = Arc::new(proxy::upstream::PoolTable::new(
+        proxy::upstream::Pools::new(&config, None)?,
+    ));
+    pools.start_health();
     let policy = {
         let (cfg, upstreams) = (config.policy.clone(), pools.clone());
         // Compiling may take a while (seconds for a JavaScript component without a cache).
@@ -79,7 +84,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .map_err(|e| policy::LoadError(format!("loading the policy: {e}")))?;
         Arc::new(built?)
     };
-    let proxy = Arc::new(proxy::Proxy::new(&config, pools, policy.clone()));
+    let proxy = Arc::new(proxy::Proxy::new(&config, pools.clone(), policy.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = mpsc::channel(1);
 
@@ -125,6 +130,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 tcp,
                 a.clone(),
                 policy.clone(),
+                pools.clone(),
                 shutdown_rx.clone(),
                 drain_tx.clone(),
             ));
@@ -156,6 +162,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         certificates: CertReloader::new(resolvers),
         _policy_watcher: policy::watch::watch_module(&policy),
         policy,
+        pools,
     })
 }
 
@@ -177,6 +184,11 @@ impl Running {
     /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.
     pub fn certificate_reloads(&self) -> watch::Receiver<u64> {
         self.certificates.subscribe()
+    }
+
+    /// The upstream pools: live state, health, reload.
+    pub fn pools(&self) -> &Arc<proxy::upstream::PoolTable> {
+        &self.pools
     }
 
     /// The policy runtime: reload, upload, rollback, status.

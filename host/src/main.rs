@@ -158,7 +158,9 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             sluice::listener::tls::CertResolver::new(tls.clone())?;
         }
     }
-    let pools = std::sync::Arc::new(sluice::proxy::upstream::Pools::new(&config)?);
+    let pools = std::sync::Arc::new(sluice::proxy::upstream::PoolTable::new(
+        sluice::proxy::upstream::Pools::new(&config, None)?,
+    ));
     let policy = sluice::policy::PolicyRuntime::new(&config.policy, pools)?;
     let active = policy.status().active;
     println!(
@@ -196,7 +198,9 @@ fn policy_test(
         Some(path) => {
             let c = sluice::config::Config::load(path)?;
             let pools: Arc<dyn sluice::policy::Upstreams> =
-                Arc::new(sluice::proxy::upstream::Pools::new(&c)?);
+                Arc::new(sluice::proxy::upstream::PoolTable::new(
+                    sluice::proxy::upstream::Pools::new(&c, None)?,
+                ));
             (c.policy, Some(pools))
         }
         None => (sluice::config::PolicyConfig::default(), None),

@@ -31,7 +31,8 @@ impl StopSignals {
     }
 
     /// Waits for SIGINT or SIGTERM. On SIGHUP reloads certificates and the policy module, with
-    /// the `[policy]` table re-read from `config` when given (other sections need a restart),
+    /// the `[[pool]]` and `[policy]` tables re-read from `config` when given (other sections need
+    /// a restart),
     /// and keeps waiting.
     pub async fn wait(&mut self, running: &Running, config: Option<&std::path::Path>) {
         let Some((term, int, hup)) = &mut self.0 else {
@@ -46,9 +47,15 @@ impl StopSignals {
                     let _ = running.reload_certificates();
                     let policy = match config.map(crate::config::Config::load) {
                         None => None,
-                        Some(Ok(c)) => Some(c.policy),
+                        Some(Ok(c)) => {
+                            match running.pools().reload(&c) {
+                                Ok(()) => tracing::info!(pools = c.pools.len(), "pools reloaded"),
+                                Err(e) => tracing::error!(error = %e, "pools not reloaded"),
+                            }
+                            Some(c.policy)
+                        }
                         Some(Err(e)) => {
-                            tracing::error!(error = %e, "config not reloaded; keeping the policy");
+                            tracing::error!(error = %e, "config not reloaded; keeping pools and policy");
                             continue;
                         }
                     };

@@ -48,6 +48,8 @@ pub struct Origin {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    /// Every connection's task, so [`Origin::kill`] can close them all.
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Origin {
@@ -74,6 +76,8 @@ impl Origin {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c = conns.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
@@ -82,7 +86,7 @@ impl Origin {
                 let handler = handler.clone();
                 let hits = h.clone();
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         hits.fetch_add(1, Ordering::SeqCst);
                         req.extensions_mut().insert(Peer(peer));
@@ -108,9 +112,24 @@ impl Origin {
                         }
                     }
                 });
+                c.lock().unwrap().push(conn.abort_handle());
             }
         });
-        Origin { addr, hits, task }
+        Origin {
+            addr,
+            hits,
+            task,
+            conns,
+        }
+    }
+
+    /// Stops the origin as a crash would: the listener closes (new connections are refused)
+    /// and every open connection is dropped, mid-request or not.
+    pub fn kill(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 
     /// An origin that answers `200 <name>` with `x-origin: <name>` and echoes request details
@@ -127,7 +146,118 @@ impl Origin {
 
 impl Drop for Origin {
     fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A raw TCP origin that reads each request (head, and a `Content-Length` or chunked body)
+/// and never answers: it holds the connection until [`Holder::release`], then closes it, so
+/// the proxy sees the upstream fail after the request was sent. With `hold = false` it closes
+/// as soon as the request is read.
+pub struct Holder {
+    pub addr: SocketAddr,
+    arrivals: tokio::sync::watch::Receiver<usize>,
+    release: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Holder {
+    pub async fn start(hold: bool) -> Holder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (arrived_tx, arrivals) = tokio::sync::watch::channel(0usize);
+        let (release, release_rx) = tokio::sync::watch::channel(0u64);
+        let arrived_tx = Arc::new(arrived_tx);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let arrived = arrived_tx.clone();
+                let mut release = release_rx.clone();
+                tokio::spawn(async move {
+                    // Every request on the connection is held; the proxy sends one at a time.
+                    let generation = *release.borrow_and_update();
+                    if read_request(&mut stream).await.is_none() {
+                        return;
+                    }
+                    arrived.send_modify(|n| *n += 1);
+                    if hold {
+                        let _ = release.wait_for(|g| *g > generation).await;
+                    }
+                    drop(stream);
+                });
+            }
+        });
+        Holder {
+            addr,
+            arrivals,
+            release,
+            task,
+        }
+    }
+
+    /// Requests read so far.
+    pub fn arrivals(&self) -> usize {
+        *self.arrivals.borrow()
+    }
+
+    /// Waits until at least `n` requests have arrived.
+    pub async fn wait_arrivals(&self, n: usize) {
+        let mut rx = self.arrivals.clone();
+        guarded(&format!("{n} requests reach the holder"), rx.wait_for(|&a| a >= n))
+            .await
+            .unwrap();
+    }
+
+    /// Closes every connection holding a request now; later requests are held again.
+    pub fn release(&self) {
+        self.release.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
         self.task.abort();
+        self.release();
+    }
+}
+
+/// Reads one HTTP/1.1 request (head and body) from `s`; `None` if the peer closed first.
+async fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &buf[head_end..];
+        let complete = match (length, chunked) {
+            (Some(n), _) => body.len() >= n,
+            (None, true) => body.ends_with(b"0\r\n\r\n"),
+            (None, false) => true,
+        };
+        if complete {
+            return Some(buf);
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -465,6 +595,47 @@ pub async fn admin_call(
     let json = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("admin {path}: not JSON ({e}): {bytes:?}"));
     (status, json)
+}
+
+/// `GET /pools` on the admin listener: the endpoint `address` of pool `pool`.
+pub async fn endpoint_status(admin: SocketAddr, pool: &str, address: SocketAddr) -> serde_json::Value {
+    let (status, json) = admin_call(admin, "GET", "/pools", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let addr = address.to_string();
+    json["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == pool)
+        .unwrap_or_else(|| panic!("no pool {pool} in {json}"))["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == addr.as_str())
+        .unwrap_or_else(|| panic!("no endpoint {addr} in {json}"))
+        .clone()
+}
+
+/// Polls `GET /pools` until endpoint `address` of `pool` satisfies `done` (bounded by
+/// [`GUARD`]); returns that status.
+pub async fn wait_endpoint(
+    admin: SocketAddr,
+    pool: &str,
+    address: SocketAddr,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    guarded(what, async {
+        loop {
+            let e = endpoint_status(admin, pool, address).await;
+            if done(&e) {
+                return e;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
 }
 
 /// `GET /policy` on the admin listener.

@@ -7,10 +7,13 @@
 //!   the previous ones;
 //! - `PUT /policy`: the body is a new component; answers 200 with the new revision once it
 //!   serves, or 422 with the reason (the active revision keeps serving);
-//! - `POST /policy/rollback`: makes the newest previous revision active again.
+//! - `POST /policy/rollback`: makes the newest previous revision active again;
+//! - `GET /pools`: every pool and endpoint: health state and since when, the last active
+//!   check, in-flight requests, peak-EWMA latency, counters.
 
 use crate::config::AdminConfig;
 use crate::policy::PolicyRuntime;
+use crate::proxy::upstream::{PoolTable, Pools};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -27,6 +30,7 @@ pub struct AdminState {
     pub token: Option<String>,
     pub started: Instant,
     pub policy: Arc<PolicyRuntime>,
+    pub pools: Arc<PoolTable>,
 }
 
 /// Largest policy component accepted by `PUT /policy`.
@@ -36,6 +40,7 @@ pub async fn run(
     listener: TcpListener,
     cfg: AdminConfig,
     policy: Arc<PolicyRuntime>,
+    pools: Arc<PoolTable>,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
@@ -43,6 +48,7 @@ pub async fn run(
         token: cfg.token,
         started: Instant::now(),
         policy,
+        pools,
     });
     loop {
         let (stream, _) = tokio::select! {
@@ -105,6 +111,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             json(StatusCode::OK, body.to_string())
         }
         (&Method::GET, "/policy") => ok_json(&state.policy.status()),
+        (&Method::GET, "/pools") => ok_json(&pools_json(&state.pools.current())),
         (&Method::PUT, "/policy") => {
             use http_body_util::BodyExt;
             let body = match http_body_util::Limited::new(req.into_body(), MAX_UPLOAD)
@@ -130,7 +137,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             Ok(info) => ok_json(&info),
             Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
         },
-        (_, "/health" | "/policy" | "/policy/rollback") => json(
+        (_, "/health" | "/policy" | "/policy/rollback" | "/pools") => json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"error":"method not allowed"}"#.into(),
         ),
@@ -139,6 +146,56 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             r#"{"error":"no such admin endpoint"}"#.into(),
         ),
     }
+}
+
+/// `GET /pools`.
+fn pools_json(pools: &Pools) -> serde_json::Value {
+    use serde_json::json;
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let now = crate::balance::now();
+    let pools: Vec<_> = pools
+        .iter()
+        .map(|pool| {
+            let endpoints: Vec<_> = pool
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let live = pool.live(i);
+                    let record = e.health.record();
+                    json!({
+                        "address": &*e.address,
+                        "weight": e.weight,
+                        "state": live.health().name(),
+                        "since": time(record.since),
+                        "in_flight": live.in_flight(),
+                        "requests": live.requests(),
+                        "ewma_latency_ms": live.ewma_ns(now).map(|ns| (ns / 1e3).round() / 1e3),
+                        "last_check": record.last_check.as_ref().map(|c| json!({
+                            "at": time(c.at),
+                            "passed": c.passed,
+                            "detail": &c.detail,
+                        })),
+                        "checks_passed": record.checks_passed,
+                        "checks_failed": record.checks_failed,
+                        "ejections": record.ejections,
+                        "ejected_until": record.ejected_until.map(time),
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*pool.name,
+                "algorithm": pool.set.opts.algorithm.name(),
+                "panic": pool.set.live.panicking(),
+                "in_flight": pool.set.live.in_flight(),
+                "retries_in_flight": pool.set.live.retries_in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                "active_checks": pool.health_check.is_some(),
+                "outlier_detection": pool.outlier.is_some(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json!({ "pools": pools })
 }
 
 fn authorized<B>(req: &Request<B>, token: &str) -> bool {

@@ -376,9 +376,7 @@ impl Set {
     #[inline]
     pub fn eligible(&self, i: usize, cx: &Ctx<'_>) -> bool {
         let b = &self.backends[i];
-        (b.live.flags() == 0 || self.live.panicking())
-            && !self.full(i)
-            && !cx.exclude.contains(&i)
+        (b.live.flags() == 0 || self.live.panicking()) && !self.full(i) && !cx.exclude.contains(&i)
     }
 
     /// Whether endpoint `i` is at its in-flight limit.
@@ -391,7 +389,9 @@ impl Set {
     /// The first eligible endpoint at or after `start`, wrapping around.
     pub fn scan_from(&self, start: usize, cx: &Ctx<'_>) -> Option<usize> {
         let n = self.len();
-        (0..n).map(|k| (start + k) % n).find(|&i| self.eligible(i, cx))
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.eligible(i, cx))
     }
 
     /// Endpoint `i`'s weight scaled by slow start: from 10% when it came back to 100% at the

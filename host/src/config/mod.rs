@@ -72,6 +72,102 @@ pub struct PoolConfig {
     pub tls: Option<UpstreamTls>,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    /// Algorithm, panic threshold, slow start, hashing and circuit-breaker limits.
+    pub balance: crate::balance::Options,
+    pub retry: RetryConfig,
+    pub health_check: Option<HealthCheckConfig>,
+    /// `None` when `outlier_detection.enabled = false`.
+    pub outlier: Option<OutlierConfig>,
+}
+
+/// Retrying a failed exchange on another endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// Further attempts after the first; 0 = never retry.
+    pub retries: u32,
+    /// Retries in flight may be at most this fraction (0..=1) of the pool's requests in flight...
+    pub budget_ratio: f64,
+    /// ...or this many, whichever is larger.
+    pub budget_min: u32,
+    /// Request bodies up to this size (with a known length) are buffered so they can be replayed.
+    pub buffer: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            retries: 2,
+            budget_ratio: 0.2,
+            budget_min: 3,
+            buffer: 64 * 1024,
+        }
+    }
+}
+
+/// Active health checking of a pool's endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    /// Each wait is `interval` plus a random amount up to this.
+    pub jitter: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy endpoint healthy.
+    pub rise: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    pub fall: u32,
+    /// Whether endpoints start unhealthy (until `rise` checks pass) rather than healthy.
+    pub start_unhealthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheckKind {
+    /// A TCP connect (and the TLS handshake for a TLS pool).
+    Tcp,
+    Http(HttpCheck),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    pub method: http::Method,
+    /// Origin-form request target.
+    pub path: String,
+    /// `Host` to send; the endpoint's address when absent.
+    pub host: Option<String>,
+    /// Inclusive ranges of passing statuses.
+    pub expect_status: Vec<(u16, u16)>,
+    /// A substring the body must contain (the first 64 KiB are read).
+    pub expect_body: Option<String>,
+}
+
+/// Passive health: ejecting endpoints that fail in a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierConfig {
+    /// Consecutive 5xx responses or local failures (0 = off).
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 responses or local failures (connect, reset, timeout).
+    pub consecutive_gateway_errors: u32,
+    /// Consecutive failures to connect.
+    pub consecutive_connect_failures: u32,
+    /// First ejection time; the n-th ejection in a row lasts n times as long...
+    pub base_ejection_time: Duration,
+    /// ...but never longer than this.
+    pub max_ejection_time: Duration,
+    /// At most this fraction (0..=1) of the pool is ejected at once (always at least one).
+    pub max_ejection_ratio: f64,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_5xx: 0,
+            consecutive_gateway_errors: 5,
+            consecutive_connect_failures: 3,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_ratio: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +177,7 @@ pub struct EndpointConfig {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamTls {
     pub server_name: String,
     pub ca: Option<PathBuf>,

@@ -60,6 +60,77 @@ pub struct RawPool {
     pub max_idle_per_endpoint: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<std::time::Duration>,
+    pub algorithm: Option<String>,
+    /// Percent of endpoints that must be healthy to avoid panic mode.
+    pub panic_threshold: Option<f64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub slow_start: Option<std::time::Duration>,
+    pub retries: Option<i64>,
+    pub retry_budget: Option<RawRetryBudget>,
+    /// Largest request body buffered so a retry can replay it.
+    pub retry_buffer: Option<bytesize::ByteSize>,
+    pub max_in_flight: Option<i64>,
+    pub max_in_flight_per_endpoint: Option<i64>,
+    pub ring_hash: Option<RawRingHash>,
+    pub maglev: Option<RawMaglev>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier_detection: Option<RawOutlier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    pub percent: Option<f64>,
+    pub min_concurrent: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRingHash {
+    pub points_per_weight: Option<i64>,
+    pub bounded_load: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaglev {
+    pub table_size: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub jitter: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<std::time::Duration>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub initial: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    /// Status codes and ranges: `[200, "300-399"]`.
+    pub expect_status: Option<Vec<toml::Value>>,
+    pub expect_body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub enabled: Option<bool>,
+    pub consecutive_5xx: Option<i64>,
+    pub consecutive_gateway_errors: Option<i64>,
+    pub consecutive_connect_failures: Option<i64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub base_ejection_time: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_ejection_time: Option<std::time::Duration>,
+    pub max_ejection_percent: Option<f64>,
 }
 
 /// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 3 }`.

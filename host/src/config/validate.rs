@@ -418,6 +418,8 @@ fn pool(p: RawPool, key: &str, cx: &Ctx) -> Result<PoolConfig, ConfigError> {
             "at least one endpoint is required",
         ));
     }
+    let balance = balance_options(&p, p.endpoints.len(), key, cx)?;
+    let retry = retry(&p, key, cx)?;
     let mut endpoints = Vec::with_capacity(p.endpoints.len());
     for (i, e) in p.endpoints.into_iter().enumerate() {
         let ekey = format!("{key}.endpoints[{i}]");
@@ -469,6 +471,14 @@ fn pool(p: RawPool, key: &str, cx: &Ctx) -> Result<PoolConfig, ConfigError> {
             })
         }
     };
+    let health_check = p
+        .health_check
+        .map(|h| health_check(h, &format!("{key}.health_check"), cx))
+        .transpose()?;
+    let outlier = match p.outlier_detection {
+        None => Some(OutlierConfig::default()),
+        Some(o) => outlier(o, &format!("{key}.outlier_detection"), cx)?,
+    };
     Ok(PoolConfig {
         name: p.name,
         endpoints,
@@ -476,7 +486,356 @@ fn pool(p: RawPool, key: &str, cx: &Ctx) -> Result<PoolConfig, ConfigError> {
         tls,
         max_idle_per_endpoint: p.max_idle_per_endpoint.unwrap_or(1024),
         idle_timeout: p.idle_timeout.unwrap_or(Duration::from_secs(60)),
+        balance,
+        retry,
+        health_check,
+        outlier,
     })
+}
+
+/// An integer setting within `range`, or `default` when absent.
+fn int_in(
+    v: Option<i64>,
+    default: u32,
+    range: std::ops::RangeInclusive<i64>,
+    key: &str,
+    cx: &Ctx,
+) -> Result<u32, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n as u32),
+        Some(n) => Err(cx.err(
+            key,
+            format!("{n} is out of range {}..={}", range.start(), range.end()),
+        )),
+    }
+}
+
+/// A percentage setting in 0..=100 (or `min..=100`), as a fraction.
+fn percent(
+    v: Option<f64>,
+    default: f64,
+    min: f64,
+    key: &str,
+    cx: &Ctx,
+) -> Result<f64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(p) if (min..=100.0).contains(&p) => Ok(p / 100.0),
+        Some(p) => Err(cx.err(key, format!("{p} is not a percentage in {min}..=100"))),
+    }
+}
+
+fn balance_options(
+    p: &RawPool,
+    endpoints: usize,
+    key: &str,
+    cx: &Ctx,
+) -> Result<crate::balance::Options, ConfigError> {
+    use crate::balance::{Algorithm, Options};
+    let d = Options::default();
+    let algorithm = match p.algorithm.as_deref() {
+        None => d.algorithm,
+        Some(name) => Algorithm::parse(name).ok_or_else(|| {
+            let all: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+            cx.err(
+                format!("{key}.algorithm"),
+                format!("\"{name}\" is not one of {}", all.join(", ")),
+            )
+        })?,
+    };
+    let (points, bounded_load) = match &p.ring_hash {
+        None => (d.ring_points_per_weight, None),
+        Some(r) => {
+            let points = int_in(
+                r.points_per_weight,
+                d.ring_points_per_weight,
+                1..=10_000,
+                &format!("{key}.ring_hash.points_per_weight"),
+                cx,
+            )?;
+            let bounded = match r.bounded_load {
+                None => None,
+                Some(c) if c > 1.0 && c.is_finite() => Some(c),
+                Some(c) => {
+                    return Err(cx.err(
+                        format!("{key}.ring_hash.bounded_load"),
+                        format!("{c} must be greater than 1 (1.25 allows 25% above the mean)"),
+                    ));
+                }
+            };
+            (points, bounded)
+        }
+    };
+    let table_size = match p.maglev.as_ref().and_then(|m| m.table_size) {
+        None => d.maglev_table_size,
+        Some(m) => {
+            let k = format!("{key}.maglev.table_size");
+            if !(1..=(1 << 24)).contains(&m) || !is_prime(m as u64) {
+                return Err(cx.err(k, format!("{m} is not a prime up to 16777216")));
+            }
+            if (m as usize) < 100 * endpoints {
+                return Err(cx.err(
+                    k,
+                    format!("{m} is too small for {endpoints} endpoints (at least 100 slots each)"),
+                ));
+            }
+            m as u32
+        }
+    };
+    if let Some(s) = p.slow_start {
+        if s.is_zero() {
+            return Err(cx.err(format!("{key}.slow_start"), "must be greater than zero"));
+        }
+    }
+    Ok(Options {
+        algorithm,
+        panic_threshold: percent(
+            p.panic_threshold,
+            d.panic_threshold * 100.0,
+            0.0,
+            &format!("{key}.panic_threshold"),
+            cx,
+        )?,
+        slow_start: p.slow_start,
+        ring_points_per_weight: points,
+        bounded_load,
+        maglev_table_size: table_size,
+        max_in_flight_per_endpoint: int_in(
+            p.max_in_flight_per_endpoint,
+            0,
+            0..=1_000_000,
+            &format!("{key}.max_in_flight_per_endpoint"),
+            cx,
+        )?,
+        max_in_flight: int_in(
+            p.max_in_flight,
+            0,
+            0..=10_000_000,
+            &format!("{key}.max_in_flight"),
+            cx,
+        )?,
+    })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+fn retry(p: &RawPool, key: &str, cx: &Ctx) -> Result<RetryConfig, ConfigError> {
+    let d = RetryConfig::default();
+    let (ratio, min) = match &p.retry_budget {
+        None => (d.budget_ratio, d.budget_min),
+        Some(b) => (
+            percent(
+                b.percent,
+                d.budget_ratio * 100.0,
+                0.0,
+                &format!("{key}.retry_budget.percent"),
+                cx,
+            )?,
+            int_in(
+                b.min_concurrent,
+                d.budget_min,
+                0..=100_000,
+                &format!("{key}.retry_budget.min_concurrent"),
+                cx,
+            )?,
+        ),
+    };
+    let buffer = match p.retry_buffer {
+        None => d.buffer,
+        Some(b) if b.as_u64() <= 16 << 20 => b.as_u64(),
+        Some(b) => {
+            return Err(cx.err(
+                format!("{key}.retry_buffer"),
+                format!("{b} is more than 16 MiB"),
+            ));
+        }
+    };
+    Ok(RetryConfig {
+        retries: int_in(p.retries, d.retries, 0..=10, &format!("{key}.retries"), cx)?,
+        budget_ratio: ratio,
+        budget_min: min,
+        buffer,
+    })
+}
+
+fn health_check(h: RawHealthCheck, key: &str, cx: &Ctx) -> Result<HealthCheckConfig, ConfigError> {
+    let interval = positive(
+        h.interval,
+        Duration::from_secs(5),
+        &format!("{key}.interval"),
+        cx,
+    )?;
+    let timeout = positive(
+        h.timeout,
+        Duration::from_secs(2),
+        &format!("{key}.timeout"),
+        cx,
+    )?;
+    let start_unhealthy = match h.initial.as_deref() {
+        None | Some("healthy") => false,
+        Some("unhealthy") => true,
+        Some(other) => {
+            return Err(cx.err(
+                format!("{key}.initial"),
+                format!("\"{other}\" is not one of \"healthy\", \"unhealthy\""),
+            ));
+        }
+    };
+    let http_only = [
+        ("method", h.method.is_some()),
+        ("path", h.path.is_some()),
+        ("host", h.host.is_some()),
+        ("expect_status", h.expect_status.is_some()),
+        ("expect_body", h.expect_body.is_some()),
+    ];
+    let kind = match h.kind.as_deref() {
+        None | Some("http") => HealthCheckKind::Http(http_check(&h, key, cx)?),
+        Some("tcp") => {
+            if let Some((name, _)) = http_only.iter().find(|(_, set)| *set) {
+                return Err(cx.err(
+                    format!("{key}.{name}"),
+                    "only applies to type = \"http\" checks",
+                ));
+            }
+            HealthCheckKind::Tcp
+        }
+        Some(other) => {
+            return Err(cx.err(
+                format!("{key}.type"),
+                format!("\"{other}\" is not one of \"http\", \"tcp\""),
+            ));
+        }
+    };
+    Ok(HealthCheckConfig {
+        kind,
+        interval,
+        jitter: h.jitter.unwrap_or(interval / 10).min(interval),
+        timeout,
+        rise: int_in(h.rise, 2, 1..=100, &format!("{key}.rise"), cx)?,
+        fall: int_in(h.fall, 3, 1..=100, &format!("{key}.fall"), cx)?,
+        start_unhealthy,
+    })
+}
+
+fn http_check(h: &RawHealthCheck, key: &str, cx: &Ctx) -> Result<HttpCheck, ConfigError> {
+    let method = match h.method.as_deref() {
+        None => http::Method::GET,
+        Some(m) => match http::Method::from_bytes(m.as_bytes()) {
+            Ok(m)
+                if [http::Method::GET, http::Method::HEAD, http::Method::OPTIONS].contains(&m) =>
+            {
+                m
+            }
+            _ => {
+                return Err(cx.err(
+                    format!("{key}.method"),
+                    format!("\"{m}\" is not one of \"GET\", \"HEAD\", \"OPTIONS\""),
+                ));
+            }
+        },
+    };
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(cx.err(
+            format!("{key}.path"),
+            format!("\"{path}\" is not an origin-form path such as \"/healthz\""),
+        ));
+    }
+    if let Some(host) = &h.host {
+        if http::uri::Authority::try_from(host.as_str()).is_err() {
+            return Err(cx.err(format!("{key}.host"), format!("\"{host}\" is not a host")));
+        }
+    }
+    let expect_status = match &h.expect_status {
+        None => vec![(200, 399)],
+        Some(list) if list.is_empty() => {
+            return Err(cx.err(format!("{key}.expect_status"), "must not be empty"));
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                status_range(v).ok_or_else(|| {
+                    cx.err(
+                        format!("{key}.expect_status[{i}]"),
+                        format!(
+                            "{v} is not a status (200) or range (\"200-299\") within 100..=599"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(HttpCheck {
+        method,
+        path,
+        host: h.host.clone(),
+        expect_status,
+        expect_body: h.expect_body.clone(),
+    })
+}
+
+fn status_range(v: &toml::Value) -> Option<(u16, u16)> {
+    let (lo, hi) = match v {
+        toml::Value::Integer(n) => (*n, *n),
+        toml::Value::String(s) => {
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            (a.trim().parse().ok()?, b.trim().parse().ok()?)
+        }
+        _ => return None,
+    };
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo as u16, hi as u16))
+}
+
+fn outlier(o: RawOutlier, key: &str, cx: &Ctx) -> Result<Option<OutlierConfig>, ConfigError> {
+    if o.enabled == Some(false) {
+        return Ok(None);
+    }
+    let d = OutlierConfig::default();
+    let base = positive(
+        o.base_ejection_time,
+        d.base_ejection_time,
+        &format!("{key}.base_ejection_time"),
+        cx,
+    )?;
+    let max = positive(
+        o.max_ejection_time,
+        d.max_ejection_time.max(base),
+        &format!("{key}.max_ejection_time"),
+        cx,
+    )?;
+    if max < base {
+        return Err(cx.err(
+            format!("{key}.max_ejection_time"),
+            format!("{max:?} is shorter than base_ejection_time ({base:?})"),
+        ));
+    }
+    let count = |v, default, name: &str| int_in(v, default, 0..=1000, &format!("{key}.{name}"), cx);
+    Ok(Some(OutlierConfig {
+        consecutive_5xx: count(o.consecutive_5xx, d.consecutive_5xx, "consecutive_5xx")?,
+        consecutive_gateway_errors: count(
+            o.consecutive_gateway_errors,
+            d.consecutive_gateway_errors,
+            "consecutive_gateway_errors",
+        )?,
+        consecutive_connect_failures: count(
+            o.consecutive_connect_failures,
+            d.consecutive_connect_failures,
+            "consecutive_connect_failures",
+        )?,
+        base_ejection_time: base,
+        max_ejection_time: max,
+        max_ejection_ratio: percent(
+            o.max_ejection_percent,
+            d.max_ejection_ratio * 100.0,
+            0.0,
+            &format!("{key}.max_ejection_percent"),
+            cx,
+        )?,
+    }))
 }
 
 fn admin(a: RawAdmin, cx: &Ctx) -> Result<AdminConfig, ConfigError> {

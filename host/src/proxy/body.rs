@@ -23,18 +23,27 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// The client's request body on its way upstream, with a running size limit.
+/// The client's request body on its way upstream: streamed with a running size limit, or
+/// buffered (small bodies of requests that may be retried, so they can be sent again).
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Source,
     remaining: u64,
     limit: u64,
+}
+
+#[derive(Debug)]
+enum Source {
+    Stream(Incoming),
+    /// Data, then trailers; each taken as it is sent.
+    Buffered(Option<Bytes>, Option<http::HeaderMap>),
+    Done,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64) -> Self {
         RequestBody {
-            inner: Some(inner),
+            inner: Source::Stream(inner),
             remaining: limit,
             limit,
         }
@@ -42,10 +51,39 @@ impl RequestBody {
 
     pub fn empty() -> Self {
         RequestBody {
-            inner: None,
+            inner: Source::Done,
             remaining: 0,
             limit: 0,
         }
+    }
+
+    /// Reads the whole body (at most `limit` bytes) so that it can be replayed.
+    pub async fn buffer(inner: Incoming, limit: u64) -> Result<RequestBody, BoxError> {
+        use http_body_util::BodyExt;
+        let collected = http_body_util::Limited::new(inner, limit as usize)
+            .collect()
+            .await?;
+        let trailers = collected.trailers().cloned();
+        let data = collected.to_bytes();
+        Ok(RequestBody {
+            inner: Source::Buffered(Some(data).filter(|d| !d.is_empty()), trailers),
+            remaining: 0,
+            limit,
+        })
+    }
+
+    /// A copy to send again, if the body is buffered or empty and nothing of it was sent yet.
+    pub fn replay(&self) -> Option<RequestBody> {
+        let inner = match &self.inner {
+            Source::Stream(_) => return None,
+            Source::Buffered(d, t) => Source::Buffered(d.clone(), t.clone()),
+            Source::Done => Source::Done,
+        };
+        Some(RequestBody {
+            inner,
+            remaining: self.remaining,
+            limit: self.limit,
+        })
     }
 }
 
@@ -58,15 +96,26 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+        let inner = match &mut this.inner {
+            Source::Stream(inner) => inner,
+            Source::Buffered(data, trailers) => {
+                let frame = match data.take() {
+                    Some(d) => Some(Frame::data(d)),
+                    None => trailers.take().map(Frame::trailers),
+                };
+                if frame.is_none() {
+                    this.inner = Source::Done;
+                }
+                return Poll::Ready(frame.map(Ok));
+            }
+            Source::Done => return Poll::Ready(None),
         };
         match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
-                        this.inner = None;
+                        this.inner = Source::Done;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                             limit: this.limit,
                         }))));
@@ -81,14 +130,28 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.inner {
+            Source::Stream(b) => b.is_end_stream(),
+            Source::Buffered(d, t) => d.is_none() && t.is_none(),
+            Source::Done => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.inner {
+            Source::Stream(b) => b.size_hint(),
+            Source::Buffered(d, _) => {
+                SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Source::Done => SizeHint::with_exact(0),
+        }
     }
+}
+
+/// What a response to a forwarded request holds until its body is done.
+pub struct Held {
+    pub in_flight: crate::balance::InFlight,
+    pub retry: Option<super::upstream::RetryPermit>,
 }
 
 /// Called once when a response body is finished or dropped, with the bytes sent.
@@ -136,6 +199,8 @@ enum Inner {
 /// What the proxy sends to the client.
 pub struct ResponseBody {
     inner: Inner,
+    /// Released when the body is done: the endpoint's in-flight count, a retry permit.
+    held: Option<Held>,
     bytes: u64,
     finished: bool,
     failed: bool,
@@ -172,11 +237,17 @@ impl ResponseBody {
     fn with(inner: Inner) -> Self {
         ResponseBody {
             inner,
+            held: None,
             bytes: 0,
             finished: false,
             failed: false,
             on_complete: None,
         }
+    }
+
+    /// Keeps `held` until the body is done.
+    pub fn hold(&mut self, held: Held) {
+        self.held = Some(held);
     }
 
     /// Runs `hook` once the body is done (fully sent, failed or dropped).
@@ -196,6 +267,7 @@ impl ResponseBody {
                 }
             }
         }
+        self.held = None;
         if let Some(mut hook) = self.on_complete.take() {
             hook.complete(self.bytes, finished);
         }

@@ -36,6 +36,12 @@ pub enum SendError {
     Http(#[source] hyper::Error),
 }
 
+/// A response head, and for HTTP/1.1 the connection to give back once its body is read.
+pub type Sent = (Response<Incoming>, Option<PooledConn>);
+
+/// A failed exchange, with the request when the upstream cannot have seen it.
+pub type Unsent = (SendError, Option<Request<RequestBody>>);
+
 /// A connection to an upstream endpoint.
 pub enum UpstreamStream {
     Plain(TcpStream),
@@ -99,7 +105,7 @@ pub struct Dialer {
 
 impl Dialer {
     /// TCP connect (and TLS handshake), each under the connect timeout.
-    async fn dial(&self) -> io::Result<UpstreamStream> {
+    pub async fn dial(&self) -> io::Result<UpstreamStream> {
         let timed_out = |what: &str| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -272,6 +278,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// How this endpoint is reached (for health checks, which use their own connections).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     pub fn new(dialer: Dialer, protocol: UpstreamProtocol, limits: IdleLimits) -> Upstream {
         let transport = match protocol {
             UpstreamProtocol::Http1 => Transport::H1(H1Pool::new(limits)),
@@ -285,19 +296,27 @@ impl Upstream {
 
     /// Sends `req` and waits for the response head. For HTTP/1.1 the request URI must be in
     /// origin-form; for HTTP/2 it must carry scheme and authority.
-    pub async fn send(
-        &self,
-        req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+    ///
+    /// On failure the request comes back when the upstream cannot have seen it (the connect
+    /// failed, or hyper never wrote it), so the caller may send it elsewhere.
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Sent, Unsent> {
         match &self.transport {
             Transport::H1(pool) => self.send_h1(pool, req).await,
             Transport::H2(shared) => {
                 let mut sender = match shared.live() {
                     Some(s) => s,
-                    None => Box::pin(self.h2_connect(shared)).await?,
+                    None => match Box::pin(self.h2_connect(shared)).await {
+                        Ok(s) => s,
+                        Err(e) => return Err((e, Some(req))),
+                    },
                 };
-                let resp = sender.send_request(req).await.map_err(SendError::Http)?;
-                Ok((resp, None))
+                match sender.try_send_request(req).await {
+                    Ok(resp) => Ok((resp, None)),
+                    Err(mut e) => {
+                        let req = e.take_message();
+                        Err((SendError::Http(e.into_error()), req))
+                    }
+                }
             }
         }
     }
@@ -306,13 +325,16 @@ impl Upstream {
         &self,
         pool: &Arc<H1Pool>,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+    ) -> Result<Sent, Unsent> {
         loop {
             let (mut sender, reused) = match pool.checkout() {
                 Some(s) => (s, true),
                 // Boxed: the dial/TLS/handshake future is large and rare; inline it would make
                 // every request's future (moved around by hyper) that much bigger.
-                None => (Box::pin(self.connect_h1()).await?, false),
+                None => match Box::pin(self.connect_h1()).await {
+                    Ok(s) => (s, false),
+                    Err(e) => return Err((e, Some(req))),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -328,7 +350,7 @@ impl Upstream {
                     // Never written: the idle connection died under us. Bounded: every retry
                     // consumes an idle connection, and a fresh connection is not retried.
                     Some(r) if reused => req = r,
-                    _ => return Err(SendError::Http(e.into_error())),
+                    unsent => return Err((SendError::Http(e.into_error()), unsent)),
                 },
             }
         }

@@ -52,6 +52,9 @@ pub struct ProxyError {
     pub retryable: bool,
     /// For logs only; never sent to the client.
     pub detail: String,
+    /// A short, fixed explanation sent to the client in `x-sluice-error` (circuit breaker,
+    /// retry budget), where knowing why helps a client back off.
+    pub reason: Option<&'static str>,
 }
 
 impl ProxyError {
@@ -74,7 +77,13 @@ impl ProxyError {
             side,
             retryable,
             detail: detail.into(),
+            reason: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     /// The one mapping from error kind to HTTP status.
@@ -105,7 +114,14 @@ impl ProxyError {
 
     /// A short plain-text response with no internal details.
     pub fn to_response(&self) -> Response<ResponseBody> {
-        status_response(self.status(), self.closes_connection())
+        let mut resp = status_response(self.status(), self.closes_connection());
+        if let Some(r) = self.reason {
+            resp.headers_mut().insert(
+                header::HeaderName::from_static("x-sluice-error"),
+                HeaderValue::from_static(r),
+            );
+        }
+        resp
     }
 }
 

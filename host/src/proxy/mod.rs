@@ -6,6 +6,7 @@
 //! and returns a response. Errors become responses in one place
 //! ([`error::ProxyError::to_response`]).
 
+mod attempt;
 pub mod body;
 pub mod connection;
 pub mod error;
@@ -25,7 +26,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use upstream::{Pool, Pools};
+use upstream::{Pool, PoolTable};
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ impl ViaValues {
 
 /// Everything a request needs, built once per configuration.
 pub struct Proxy {
-    pools: Arc<Pools>,
+    pools: Arc<PoolTable>,
     policy: Arc<PolicyRuntime>,
     settings: ProxySettings,
     timeouts: Timeouts,
@@ -79,7 +80,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, pools: Arc<Pools>, policy: Arc<PolicyRuntime>) -> Proxy {
+    pub fn new(config: &Config, pools: Arc<PoolTable>, policy: Arc<PolicyRuntime>) -> Proxy {
         Proxy {
             pools,
             policy,
@@ -147,7 +148,7 @@ impl Proxy {
             authority,
             ..
         } = returned;
-        let forward = match verdict {
+        let mut forward = match verdict {
             Verdict::Decided(Decision::Forward(f)) => f,
             Verdict::Decided(Decision::Respond(r)) => return Ok((local_response(r), None)),
             Verdict::Failed(f) if f.fail == FailMode::Open => Forward::to_default_pool(),
@@ -158,16 +159,18 @@ impl Proxy {
         let missing = |what: String| ProxyError::new(ErrorKind::PolicyFailed, what);
         let pool = self
             .pools
+            .load()
             .get(forward.pool.as_deref())
+            .cloned()
             .ok_or_else(|| missing(format!("no pool {:?}", forward.pool)))?;
-        let endpoint = match (&forward.endpoint, &forward.hash_key) {
-            (Some(addr), _) => pool
-                .endpoint(addr)
-                .ok_or_else(|| missing(format!("no endpoint {addr}")))?,
-            (None, Some(key)) => pool.pick_by_key(key),
-            (None, None) => pool.pick(),
+        let named = match &forward.endpoint {
+            Some(addr) => Some(
+                pool.index_of(addr)
+                    .ok_or_else(|| missing(format!("no endpoint {addr}")))?,
+            ),
+            None => None,
         };
-        if let Some(target) = forward.rewrite {
+        if let Some(target) = forward.rewrite.take() {
             parts.uri = Uri::from(target);
         }
 
@@ -184,34 +187,22 @@ impl Proxy {
                 && http_body::Body::is_end_stream(&body)
         });
         // A policy that sets `Host` chooses the upstream authority; otherwise the client's is
-        // kept (preserve_host) or the endpoint's address is used.
+        // kept (preserve_host) or the endpoint's address is used (chosen per attempt).
         let host_edit = forward
             .request_edits
             .iter()
             .rfind(|e| e.name == header::HOST && e.op != crate::policy::EditOp::Remove);
-        let upstream_authority = match (host_edit, &authority, self.settings.preserve_host) {
-            (Some(e), _, _) => {
-                http::uri::Authority::try_from(e.value.as_bytes()).map_err(|_| {
-                    missing(format!(
-                        "request edit: Host {:?} is not an authority",
-                        e.value
-                    ))
-                })?
-            }
-            (None, Some(a), true) => a.clone(),
-            _ => endpoint.authority.clone(),
+        let fixed_authority = match (host_edit, &authority, self.settings.preserve_host) {
+            (Some(e), _, _) => Some(http::uri::Authority::try_from(e.value.as_bytes()).map_err(
+                |_| missing(format!("request edit: Host {:?} is not an authority", e.value)),
+            )?),
+            (None, Some(a), true) => Some(a.clone()),
+            _ => None,
         };
-        parts.uri = upstream_uri(&parts.uri, pool, &upstream_authority)?;
-        self.rewrite_request_headers(
-            &mut parts,
-            pool,
-            &hop,
-            authority.as_ref(),
-            &upstream_authority,
-            conn,
-        );
+        self.rewrite_request_headers(&mut parts, &pool, &hop, authority.as_ref(), conn);
 
         let mut client_upgrade = None;
+        let retries = if upgrade.is_some() { 0 } else { pool.retry.retries };
         let body = match upgrade {
             Some(protocol) => {
                 parts
@@ -222,22 +213,30 @@ impl Proxy {
                 // After a 101 the bytes that follow belong to the tunnel, not to a body.
                 RequestBody::empty()
             }
+            None if retries > 0 && buffers_for_retry(&parts, &body, pool.retry.buffer) => {
+                RequestBody::buffer(body, pool.retry.buffer)
+                    .await
+                    .map_err(|e| classify_body_error(&*e))?
+            }
             None => RequestBody::new(body, self.limits.max_request_body),
         };
-
-        let fut = endpoint.upstream.send(Request::from_parts(parts, body));
-        let (resp, upstream_conn) =
-            match tokio::time::timeout(self.timeouts.upstream_response, fut).await {
-                Err(_) => {
-                    let detail = format!(
-                        "{} gave no response within {:?}",
-                        endpoint.address, self.timeouts.upstream_response
-                    );
-                    return Err(ProxyError::new(ErrorKind::UpstreamTimeout, detail));
-                }
-                Ok(Err(e)) => return Err(classify_send_error(&e, &endpoint.address)),
-                Ok(Ok(r)) => r,
-            };
+        let attempts = attempt::Attempts {
+            pool: &pool,
+            named,
+            key: forward.hash_key.as_deref(),
+            algorithm: forward.algorithm,
+            client: conn.client.ip(),
+            fixed_authority: fixed_authority.as_ref(),
+            retries,
+            idempotent: attempt::is_idempotent(&parts.method),
+            timeout: self.timeouts.upstream_response,
+        };
+        let attempt::Answer {
+            response: resp,
+            conn: upstream_conn,
+            endpoint,
+            held,
+        } = attempts.run(Request::from_parts(parts, body)).await?;
 
         let (mut rp, incoming) = resp.into_parts();
         let body = if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -257,6 +256,8 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut rp.headers);
             ResponseBody::upstream(incoming, upstream_conn, self.timeouts.upstream_response)
         };
+        let mut body = body;
+        body.hold(held);
         for edit in &forward.response_edits {
             edit.apply(&mut rp.headers);
         }
@@ -264,10 +265,7 @@ impl Proxy {
             headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
         }
         rp.version = client_version;
-        Ok((
-            Response::from_parts(rp, body),
-            Some(endpoint.address.clone()),
-        ))
+        Ok((Response::from_parts(rp, body), Some(endpoint)))
     }
 
     /// `Host`/`:authority`, `TE`, `X-Forwarded-*` and `Via` for the upstream request.
@@ -277,17 +275,14 @@ impl Proxy {
         pool: &Pool,
         hop: &headers::HopInfo,
         client_authority: Option<&http::uri::Authority>,
-        upstream_authority: &http::uri::Authority,
         conn: &ConnInfo,
     ) {
         let client_version = parts.version;
         let h = &mut parts.headers;
         match pool.protocol {
             UpstreamProtocol::Http1 => {
+                // `Host` is set per attempt ([`target_endpoint`]).
                 parts.version = Version::HTTP_11;
-                // Always regenerated: an absolute-form target or h2 `:authority` overrides
-                // a differing client `Host` (RFC 9112 §3.2.2); otherwise it is the same value.
-                h.insert(header::HOST, authority_value(upstream_authority));
             }
             UpstreamProtocol::Http2 => {
                 parts.version = Version::HTTP_2;
@@ -430,6 +425,22 @@ fn check_framing(parts: &http::request::Parts, limits: &Limits) -> Result<(), Pr
         }
     }
     Ok(())
+}
+
+/// Whether to read the body before sending, so a retry can send it again: only when its
+/// declared length is within the retry buffer (a chunked or larger body is streamed).
+fn buffers_for_retry(parts: &http::request::Parts, body: &Incoming, limit: u64) -> bool {
+    if http_body::Body::is_end_stream(body) || !attempt::is_idempotent(&parts.method) {
+        return false;
+    }
+    http_body::Body::size_hint(body)
+        .exact()
+        .is_some_and(|n| n <= limit)
+}
+
+/// Maps a failure while buffering the client's body.
+fn classify_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
+    ProxyError::new(ErrorKind::ClientAborted, format!("request body: {}", chain(e)))
 }
 
 fn authority_value(a: &http::uri::Authority) -> HeaderValue {

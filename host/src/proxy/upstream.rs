@@ -1,32 +1,61 @@
 //! Upstream pools: named sets of endpoints, each endpoint with its own connections
-//! (`connection.rs`), and the order requests are spread over them.
+//! (`connection.rs`), live balancing state (`balance::Live`) and health record
+//! (`health::EndpointHealth`).
+//!
+//! A [`Pools`] is one generation of the configured pools and never changes; a config reload
+//! builds a new generation from the previous one ([`Pools::new`] with `previous`), reusing the
+//! live state, health record and connections of every endpoint it keeps. [`PoolTable`] holds
+//! the current generation and its health monitor.
 
 use super::connection::{Dialer, IdleLimits, Upstream};
-use crate::config::{PoolConfig, UpstreamProtocol};
+use crate::balance::{self, Algorithm, Backend, Balancers, Ctx, HealthState, Live, PoolLive, Set};
+use crate::config::{
+    Config, HealthCheckConfig, OutlierConfig, PoolConfig, RetryConfig, UpstreamProtocol,
+};
+use crate::health::EndpointHealth;
+use arc_swap::ArcSwap;
 use rustls_pki_types::ServerName;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
 /// One endpoint of a pool.
 pub struct Endpoint {
     pub address: Arc<str>,
     pub weight: u32,
     /// `address` as a URI authority, for `Host`/`:authority` when the client's is not kept.
     pub authority: http::uri::Authority,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
+    pub health: Arc<EndpointHealth>,
 }
 
-/// A named set of endpoints with a shared protocol and TLS setting.
+/// A named set of endpoints with a shared protocol, TLS setting, balancing options, retry
+/// policy and health checking.
 pub struct Pool {
     pub name: Arc<str>,
     pub protocol: UpstreamProtocol,
     pub tls: bool,
+    /// Same order as `set.backends`.
     pub endpoints: Vec<Endpoint>,
-    /// Endpoint indices in smooth weighted round-robin order (see [`smooth_wrr_schedule`]).
-    schedule: Box<[u32]>,
-    cursor: AtomicUsize,
+    pub set: Set,
+    balancers: Balancers,
+    pub retry: RetryConfig,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: Option<OutlierConfig>,
+    /// What decides whether connections can be kept across a reload.
+    transport: Transport,
+}
+
+/// The settings an endpoint's connections depend on.
+#[derive(Clone, PartialEq)]
+struct Transport {
+    protocol: UpstreamProtocol,
+    tls: Option<crate::config::UpstreamTls>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 /// Error building a pool (bad CA file).
@@ -37,12 +66,32 @@ pub struct PoolError {
     pub problem: String,
 }
 
+thread_local! {
+    /// Randomness for the algorithms that draw (P2C, weighted random, slow start).
+    static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
+}
+
 impl Pool {
-    pub fn new(cfg: &PoolConfig, connect_timeout: Duration) -> Result<Pool, PoolError> {
+    /// Builds a pool, reusing what `previous` (the same pool in the generation being
+    /// replaced) has for the endpoints it keeps.
+    pub fn new(
+        cfg: &PoolConfig,
+        connect_timeout: Duration,
+        previous: Option<&Pool>,
+    ) -> Result<Pool, PoolError> {
         let err = |problem: String| PoolError {
             pool: cfg.name.clone(),
             problem,
         };
+        let transport = Transport {
+            protocol: cfg.protocol,
+            tls: cfg.tls.clone(),
+            max_idle: cfg.max_idle_per_endpoint,
+            idle_timeout: cfg.idle_timeout,
+            connect_timeout,
+        };
+        let previous = previous.filter(|p| p.protocol == cfg.protocol);
+        let keep_connections = previous.is_some_and(|p| p.transport == transport);
         let tls = match &cfg.tls {
             None => None,
             Some(t) => {
@@ -56,104 +105,211 @@ impl Pool {
             max_idle: cfg.max_idle_per_endpoint,
             idle_timeout: cfg.idle_timeout,
         };
-        let endpoints = cfg
-            .endpoints
-            .iter()
-            .map(|e| {
-                let address: Arc<str> = e.address.as_str().into();
+        let start_down = cfg.health_check.as_ref().is_some_and(|h| h.start_unhealthy);
+        let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        let mut backends = Vec::with_capacity(cfg.endpoints.len());
+        for e in &cfg.endpoints {
+            let address: Arc<str> = e.address.as_str().into();
+            let authority = e
+                .address
+                .parse()
+                .map_err(|_| err(format!("endpoint {} is not an authority", e.address)))?;
+            let kept = previous.and_then(|p| p.index_of(&address).map(|i| (p, i)));
+            let (live, health, upstream) = match kept {
+                Some((p, i)) => {
+                    let live = p.set.backends[i].live.clone();
+                    // Without active checks (or outlier detection) nothing would ever bring
+                    // the endpoint back.
+                    if cfg.health_check.is_none() {
+                        live.set_flag(balance::DOWN, false, balance::now());
+                    }
+                    if cfg.outlier.is_none() {
+                        live.set_flag(balance::EJECTED, false, balance::now());
+                    }
+                    let upstream = keep_connections.then(|| p.endpoints[i].upstream.clone());
+                    (live, p.endpoints[i].health.clone(), upstream)
+                }
+                None => (
+                    Arc::new(Live::new(start_down)),
+                    Arc::new(EndpointHealth::default()),
+                    None,
+                ),
+            };
+            let upstream = upstream.unwrap_or_else(|| {
                 let dialer = Dialer {
                     address: address.clone(),
                     connect_timeout,
                     tls: tls.clone(),
                 };
-                let authority = e
-                    .address
-                    .parse()
-                    .map_err(|_| err(format!("endpoint {} is not an authority", e.address)))?;
-                Ok(Endpoint {
-                    address,
-                    weight: e.weight,
-                    authority,
-                    upstream: Upstream::new(dialer, cfg.protocol, limits),
-                })
-            })
-            .collect::<Result<Vec<_>, PoolError>>()?;
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+                Arc::new(Upstream::new(dialer, cfg.protocol, limits))
+            });
+            backends.push(Backend {
+                address: address.clone(),
+                weight: e.weight,
+                live,
+            });
+            endpoints.push(Endpoint {
+                address,
+                weight: e.weight,
+                authority,
+                upstream,
+                health,
+            });
+        }
+        let pool_live = previous
+            .map(|p| p.set.live.clone())
+            .unwrap_or_else(|| Arc::new(PoolLive::default()));
+        let set = Set::new(backends, pool_live, cfg.balance.clone());
+        if set.live.panicking() {
+            tracing::warn!(pool = %cfg.name, "panic mode: too few healthy endpoints, traffic goes to all");
+        }
+        let balancers = Balancers::new(&set);
         Ok(Pool {
             name: cfg.name.as_str().into(),
             protocol: cfg.protocol,
             tls: tls.is_some(),
             endpoints,
-            schedule: smooth_wrr_schedule(&weights).into(),
-            cursor: AtomicUsize::new(0),
+            set,
+            balancers,
+            retry: cfg.retry,
+            health_check: cfg.health_check.clone(),
+            outlier: cfg.outlier,
+            transport,
         })
     }
 
-    /// The next endpoint in weighted round-robin order. Lock-free: one atomic increment.
-    pub fn pick(&self) -> &Endpoint {
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        &self.endpoints[self.schedule[i] as usize]
+    /// Picks an eligible endpoint with `algorithm` (the pool's when `None`), skipping the
+    /// indices in `exclude`. `None` when nothing is eligible.
+    pub fn pick(
+        &self,
+        algorithm: Option<Algorithm>,
+        key: Option<&[u8]>,
+        client: Option<IpAddr>,
+        exclude: &[usize],
+    ) -> Option<usize> {
+        RNG.with_borrow_mut(|rng| {
+            let mut cx = Ctx {
+                key,
+                client,
+                now: balance::now(),
+                rng,
+                exclude,
+            };
+            self.balancers.pick(&self.set, algorithm, &mut cx)
+        })
     }
 
-    /// The endpoint for `key` by weighted rendezvous hashing: each endpoint scores
-    /// `-weight / ln(u)` with `u` a uniform hash of (key, endpoint address) in (0, 1), and the
-    /// highest score wins (Resch, "New Hashing Algorithms for Data Storage", 2015, after
-    /// Thaler & Ravishankar's highest-random-weight hashing). A key keeps its endpoint as long
-    /// as that endpoint stays, and only keys of a removed endpoint move. O(endpoints) per pick;
-    /// step 3 adds ring hash and Maglev for large pools.
-    pub fn pick_by_key(&self, key: &[u8]) -> &Endpoint {
-        let key_hash = fnv1a(key, FNV_OFFSET);
-        let score = |e: &Endpoint| {
-            let h = splitmix64(fnv1a(e.address.as_bytes(), key_hash));
-            // 53 random bits -> u in (0, 1); ln(u) < 0 so the score is positive.
-            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            -f64::from(e.weight) / u.ln()
-        };
-        self.endpoints
-            .iter()
-            .max_by(|a, b| score(a).total_cmp(&score(b)))
-            .expect("a pool has at least one endpoint")
+    /// The index of the endpoint with this address, if it belongs to the pool.
+    pub fn index_of(&self, address: &str) -> Option<usize> {
+        self.endpoints.iter().position(|e| &*e.address == address)
     }
 
-    /// The endpoint with this address, if it belongs to the pool.
-    pub fn endpoint(&self, address: &str) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| &*e.address == address)
+    pub fn live(&self, i: usize) -> &Arc<Live> {
+        &self.set.backends[i].live
+    }
+
+    /// What `balancer.endpoints` reports for endpoint `i`.
+    pub fn info(&self, i: usize, now: balance::Nanos) -> crate::policy::EndpointInfo {
+        let live = self.live(i);
+        let state = live.health();
+        crate::policy::EndpointInfo {
+            addr: self.endpoints[i].address.clone(),
+            weight: self.endpoints[i].weight,
+            healthy: state == HealthState::Healthy,
+            state,
+            in_flight: live.in_flight(),
+            ewma_latency_us: live
+                .ewma_ns(now)
+                .map_or(0, |ns| (ns / 1000.0).min(f64::from(u32::MAX)) as u32),
+        }
+    }
+
+    /// Sets or clears a health flag of endpoint `i`, logging the change and entering or
+    /// leaving panic mode as needed.
+    pub fn set_flag(&self, i: usize, flag: u8, on: bool, why: &str) {
+        let now = balance::now();
+        let live = self.live(i);
+        let before = live.health();
+        live.set_flag(flag, on, now);
+        let after = live.health();
+        if before == after {
+            return;
+        }
+        self.endpoints[i].health.state_changed();
+        let (pool, endpoint) = (&*self.name, &*self.endpoints[i].address);
+        match after {
+            HealthState::Healthy => tracing::info!(pool, endpoint, why, "endpoint healthy"),
+            other => tracing::warn!(pool, endpoint, why, state = other.name(), "endpoint out of rotation"),
+        }
+        match self.set.recount() {
+            Some((healthy, total, true)) => tracing::warn!(
+                pool, healthy, total,
+                "panic mode: fewer than the panic threshold of endpoints are healthy; traffic goes to all"
+            ),
+            Some((healthy, total, false)) => {
+                tracing::info!(pool, healthy, total, "panic mode over")
+            }
+            None => {}
+        }
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a, 64-bit (Fowler, Noll, Vo). Stable across builds and platforms, unlike std's
-/// hasher, so a hash key maps to the same endpoint after an upgrade.
-fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
-    bytes.iter().fold(seed, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+impl Pool {
+    /// A permit for one retry, if the pool's retry budget allows one more in flight: at most
+    /// `budget_ratio` of the pool's requests in flight, or `budget_min`, whichever is larger
+    /// (Envoy's retry budget).
+    pub fn retry_permit(&self) -> Option<RetryPermit> {
+        let live = &self.set.live;
+        let allowed = ((self.retry.budget_ratio * f64::from(live.in_flight())) as u32)
+            .max(self.retry.budget_min);
+        live.retries_in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < allowed).then_some(n + 1)
+            })
+            .ok()?;
+        Some(RetryPermit(live.clone()))
+    }
 }
 
-/// splitmix64's finaliser (Steele, Lea, Flood 2014): spreads FNV's weak low bits.
-fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// A retry in flight, counted against its pool's retry budget until dropped.
+#[derive(Debug)]
+pub struct RetryPermit(Arc<PoolLive>);
+
+impl Drop for RetryPermit {
+    fn drop(&mut self) {
+        self.0.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-/// Every configured pool by name, plus the default. Immutable once built; what policies see
-/// through the `balancer` import.
+/// Every configured pool by name, plus the default: one generation of the configuration.
 pub struct Pools {
     by_name: HashMap<Arc<str>, Arc<Pool>>,
+    /// Config order, for the admin API.
+    order: Vec<Arc<Pool>>,
     default: Arc<Pool>,
 }
 
 impl Pools {
-    pub fn new(config: &crate::config::Config) -> Result<Pools, PoolError> {
+    /// Builds the pools of `config`, reusing state of `previous` for kept endpoints.
+    pub fn new(config: &Config, previous: Option<&Pools>) -> Result<Pools, PoolError> {
         let mut by_name = HashMap::new();
+        let mut order = Vec::new();
         for p in &config.pools {
-            let pool = Arc::new(Pool::new(p, config.timeouts.upstream_connect)?);
-            by_name.insert(pool.name.clone(), pool);
+            let prev = previous.and_then(|old| old.by_name.get(p.name.as_str()));
+            let pool = Arc::new(Pool::new(
+                p,
+                config.timeouts.upstream_connect,
+                prev.map(|p| &**p),
+            )?);
+            by_name.insert(pool.name.clone(), pool.clone());
+            order.push(pool);
         }
         let default = by_name[config.proxy.default_pool.as_str()].clone();
-        Ok(Pools { by_name, default })
+        Ok(Pools {
+            by_name,
+            order,
+            default,
+        })
     }
 
     /// The pool called `name`, or the default pool for `None`.
@@ -167,84 +323,94 @@ impl Pools {
     pub fn default_pool(&self) -> &Arc<Pool> {
         &self.default
     }
+
+    /// Pools in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.order.iter()
+    }
 }
 
-impl crate::policy::Upstreams for Pools {
+/// The current generation of pools and the health monitor running for it. Shared by the
+/// proxy, the policy runtime (as [`crate::policy::Upstreams`]) and the admin API.
+pub struct PoolTable {
+    current: ArcSwap<Pools>,
+    monitor: std::sync::Mutex<Option<crate::health::Monitor>>,
+}
+
+impl PoolTable {
+    /// A table serving `pools`; call [`PoolTable::start_health`] inside a runtime to start
+    /// active checks.
+    pub fn new(pools: Pools) -> PoolTable {
+        PoolTable {
+            current: ArcSwap::from_pointee(pools),
+            monitor: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Pools>> {
+        self.current.load()
+    }
+
+    pub fn current(&self) -> Arc<Pools> {
+        self.current.load_full()
+    }
+
+    /// Starts (or restarts) active checks and ejection expiry for the current generation.
+    pub fn start_health(&self) {
+        let monitor = crate::health::Monitor::start(&self.current());
+        *self.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
+    }
+
+    /// Replaces the pools with those of `config`, keeping the live state, health and
+    /// connections of every endpoint that stays. In-flight requests finish on the generation
+    /// they started with.
+    pub fn reload(&self, config: &Config) -> Result<(), PoolError> {
+        let next = Pools::new(config, Some(&self.current()))?;
+        self.current.store(Arc::new(next));
+        self.start_health();
+        Ok(())
+    }
+}
+
+impl crate::policy::Upstreams for PoolTable {
     fn pick(
         &self,
         pool: Option<&str>,
-        _algorithm: Option<crate::policy::Algorithm>,
+        algorithm: Option<Algorithm>,
         hash_key: Option<&[u8]>,
-        _client: std::net::IpAddr,
+        client: IpAddr,
     ) -> Option<Arc<str>> {
-        let pool = self.get(pool)?;
-        let e = match hash_key {
-            Some(k) => pool.pick_by_key(k),
-            None => pool.pick(),
-        };
-        Some(e.address.clone())
+        let pools = self.load();
+        let pool = pools.get(pool)?;
+        let i = pool.pick(algorithm, hash_key, Some(client), &[])?;
+        Some(pool.endpoints[i].address.clone())
     }
 
     fn endpoints(&self, pool: &str) -> Option<Vec<crate::policy::EndpointInfo>> {
-        let pool = self.by_name.get(pool)?;
-        Some(
-            pool.endpoints
-                .iter()
-                .map(|e| crate::policy::EndpointInfo {
-                    addr: e.address.clone(),
-                    weight: e.weight,
-                    healthy: true,
-                    state: crate::policy::HealthState::Healthy,
-                    in_flight: 0,
-                    ewma_latency_us: 0,
-                })
-                .collect(),
-        )
+        let pools = self.load();
+        let pool = pools.get(Some(pool))?;
+        let now = balance::now();
+        Some((0..pool.endpoints.len()).map(|i| pool.info(i, now)).collect())
     }
 
-    fn health(&self, _pool: &str, _addr: &str) -> Option<crate::policy::HealthState> {
-        None
+    fn health(&self, pool: &str, addr: &str) -> Option<HealthState> {
+        let pools = self.load();
+        let pool = pools.get(Some(pool))?;
+        Some(pool.live(pool.index_of(addr)?).health())
     }
 
     fn check_target(&self, pool: Option<&str>, endpoint: Option<&str>) -> Result<(), String> {
-        let p = self
+        let pools = self.load();
+        let p = pools
             .get(pool)
             .ok_or_else(|| format!("no pool named {:?}", pool.unwrap_or_default()))?;
         match endpoint {
-            Some(addr) if p.endpoint(addr).is_none() => {
+            Some(addr) if p.index_of(addr).is_none() => {
                 Err(format!("pool {:?} has no endpoint {addr:?}", &*p.name))
             }
             _ => Ok(()),
         }
     }
-}
-
-/// One full cycle of nginx's smooth weighted round robin, precomputed so a pick is an atomic
-/// increment instead of a locked scan. Weights are divided by their GCD first to keep the
-/// cycle short. (Algorithm: nginx `ngx_http_upstream_get_peer`: every round each peer gains its
-/// weight, the largest current wins and loses the total.) Weights 5,1,1 give a a b a c a a.
-pub fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
-    let g = weights.iter().copied().fold(0, gcd).max(1);
-    let w: Vec<i64> = weights.iter().map(|&x| i64::from(x / g)).collect();
-    let total: i64 = w.iter().sum();
-    let mut current = vec![0i64; w.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..w.len() {
-            current[i] += w[i];
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        out.push(best as u32);
-    }
-    out
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn client_tls_config(
@@ -279,30 +445,3 @@ fn client_tls_config(
     Ok(cfg)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{fnv1a, smooth_wrr_schedule};
-
-    #[test]
-    fn fnv1a_reference_vectors() {
-        // From the FNV reference test suite.
-        assert_eq!(fnv1a(b"", super::FNV_OFFSET), 0xcbf29ce484222325);
-        assert_eq!(fnv1a(b"a", super::FNV_OFFSET), 0xaf63dc4c8601ec8c);
-        assert_eq!(fnv1a(b"foobar", super::FNV_OFFSET), 0x85944171f73967e8);
-    }
-
-    #[test]
-    fn nginx_smooth_sequence() {
-        let names: String = smooth_wrr_schedule(&[5, 1, 1])
-            .iter()
-            .map(|&i| (b'a' + i as u8) as char)
-            .collect();
-        assert_eq!(names, "aabacaa");
-    }
-
-    #[test]
-    fn gcd_reduces_cycle() {
-        assert_eq!(smooth_wrr_schedule(&[200, 100]).len(), 3);
-        assert_eq!(smooth_wrr_schedule(&[1, 1, 1]), vec![0, 1, 2]);
-    }
-}
