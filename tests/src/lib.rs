@@ -205,9 +205,12 @@ impl Holder {
     /// Waits until at least `n` requests have arrived.
     pub async fn wait_arrivals(&self, n: usize) {
         let mut rx = self.arrivals.clone();
-        guarded(&format!("{n} requests reach the holder"), rx.wait_for(|&a| a >= n))
-            .await
-            .unwrap();
+        guarded(
+            &format!("{n} requests reach the holder"),
+            rx.wait_for(|&a| a >= n),
+        )
+        .await
+        .unwrap();
     }
 
     /// Closes every connection holding a request now; later requests are held again.
@@ -598,7 +601,11 @@ pub async fn admin_call(
 }
 
 /// `GET /pools` on the admin listener: the endpoint `address` of pool `pool`.
-pub async fn endpoint_status(admin: SocketAddr, pool: &str, address: SocketAddr) -> serde_json::Value {
+pub async fn endpoint_status(
+    admin: SocketAddr,
+    pool: &str,
+    address: SocketAddr,
+) -> serde_json::Value {
     let (status, json) = admin_call(admin, "GET", "/pools", Vec::new()).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let addr = address.to_string();

@@ -56,20 +56,43 @@ async fn health_flips_after_exactly_fall_failures_and_back_after_rise_passes() {
         .start()
         .await;
     let admin = proxy.admin.unwrap();
-    let checked = |field: &'static str, n: u64| {
-        move |e: &serde_json::Value| e[field].as_u64() == Some(n)
-    };
+    let checked =
+        |field: &'static str, n: u64| move |e: &serde_json::Value| e[field].as_u64() == Some(n);
 
     script.send(200).unwrap();
-    let e = wait_endpoint(admin, "web", x.addr, "first check", checked("checks_passed", 1)).await;
+    let e = wait_endpoint(
+        admin,
+        "web",
+        x.addr,
+        "first check",
+        checked("checks_passed", 1),
+    )
+    .await;
     assert_eq!(e["state"], "healthy");
     for failures in 1..=2 {
         script.send(500).unwrap();
-        let e = wait_endpoint(admin, "web", x.addr, "a failed check", checked("checks_failed", failures)).await;
-        assert_eq!(e["state"], "healthy", "still healthy after {failures} of fall = 3");
+        let e = wait_endpoint(
+            admin,
+            "web",
+            x.addr,
+            "a failed check",
+            checked("checks_failed", failures),
+        )
+        .await;
+        assert_eq!(
+            e["state"], "healthy",
+            "still healthy after {failures} of fall = 3"
+        );
     }
     script.send(500).unwrap();
-    let e = wait_endpoint(admin, "web", x.addr, "third failed check", checked("checks_failed", 3)).await;
+    let e = wait_endpoint(
+        admin,
+        "web",
+        x.addr,
+        "third failed check",
+        checked("checks_failed", 3),
+    )
+    .await;
     assert_eq!(e["state"], "unhealthy", "{e}");
     assert_eq!(e["last_check"]["passed"], false);
     assert_eq!(e["last_check"]["detail"], "status 500");
@@ -79,10 +102,27 @@ async fn health_flips_after_exactly_fall_failures_and_back_after_rise_passes() {
     );
 
     script.send(200).unwrap();
-    let e = wait_endpoint(admin, "web", x.addr, "a passed check", checked("checks_passed", 2)).await;
-    assert_eq!(e["state"], "unhealthy", "one pass of rise = 2 is not enough");
+    let e = wait_endpoint(
+        admin,
+        "web",
+        x.addr,
+        "a passed check",
+        checked("checks_passed", 2),
+    )
+    .await;
+    assert_eq!(
+        e["state"], "unhealthy",
+        "one pass of rise = 2 is not enough"
+    );
     script.send(200).unwrap();
-    let e = wait_endpoint(admin, "web", x.addr, "second pass", checked("checks_passed", 3)).await;
+    let e = wait_endpoint(
+        admin,
+        "web",
+        x.addr,
+        "second pass",
+        checked("checks_passed", 3),
+    )
+    .await;
     assert_eq!(e["state"], "healthy", "{e}");
     assert!(origins_of(proxy.http, 6).await.iter().any(|o| o == "x"));
 }
@@ -130,8 +170,14 @@ async fn consecutive_gateway_errors_eject_and_an_active_check_brings_back() {
     assert!(origins_of(proxy.http, 8).await.iter().all(|o| o == "y"));
 
     script_pass(&tx);
-    let e = wait_endpoint(admin, "web", x.addr, "check passes", |e| e["checks_passed"] == 1).await;
-    assert_eq!(e["state"], "healthy", "an active check success ends the ejection: {e}");
+    let e = wait_endpoint(admin, "web", x.addr, "check passes", |e| {
+        e["checks_passed"] == 1
+    })
+    .await;
+    assert_eq!(
+        e["state"], "healthy",
+        "an active check success ends the ejection: {e}"
+    );
 }
 
 /// Waits until the holders together have read `n` requests.
@@ -300,14 +346,22 @@ async fn the_retry_budget_caps_retries_when_every_endpoint_fails() {
         }
     }
     assert_eq!((budget, plain), (REQUESTS - 3, 3));
-    assert_eq!(arrivals(), total, "exactly three retries reached an endpoint");
+    assert_eq!(
+        arrivals(),
+        total,
+        "exactly three retries reached an endpoint"
+    );
 }
 
 #[tokio::test]
 async fn the_circuit_breaker_answers_503_at_once() {
     let h = Holder::start(true).await;
     let proxy = ProxyBuilder::new()
-        .pool_toml("web", &[h.addr], "retries = 0\nmax_in_flight_per_endpoint = 2\n")
+        .pool_toml(
+            "web",
+            &[h.addr],
+            "retries = 0\nmax_in_flight_per_endpoint = 2\n",
+        )
         .start()
         .await;
     let mut held = Vec::new();
@@ -315,7 +369,9 @@ async fn the_circuit_breaker_answers_503_at_once() {
         let addr = proxy.http;
         held.push(tokio::spawn(async move {
             let mut c = h1(addr).await;
-            send(&mut c, get(&format!("/held/{i}"), "example.test")).await.status()
+            send(&mut c, get(&format!("/held/{i}"), "example.test"))
+                .await
+                .status()
         }));
     }
     h.wait_arrivals(2).await;
@@ -408,23 +464,35 @@ async fn balancer_state_survives_a_policy_swap_and_a_pool_reload() {
     let (status, body) = admin_call(admin, "PUT", "/policy", module).await;
     assert_eq!(status, 200, "{body}");
     let e = endpoint_status(admin, "web", a.addr).await;
-    assert_eq!((e["requests"].clone(), e["in_flight"].clone()), (6.into(), 1.into()));
+    assert_eq!(
+        (e["requests"].clone(), e["in_flight"].clone()),
+        (6.into(), 1.into())
+    );
 
     // A pool reload that keeps `a` and adds `b`.
     let text = ProxyBuilder::new()
         .pool("web", &[a.addr, b.addr])
         .config_text();
-    let config = sluice::config::Config::parse(&text, "(reload)", std::path::Path::new("."))
-        .unwrap();
+    let config =
+        sluice::config::Config::parse(&text, "(reload)", std::path::Path::new(".")).unwrap();
     proxy.running.pools().reload(&config).unwrap();
     let e = endpoint_status(admin, "web", a.addr).await;
-    assert_eq!((e["requests"].clone(), e["in_flight"].clone()), (6.into(), 1.into()));
+    assert_eq!(
+        (e["requests"].clone(), e["in_flight"].clone()),
+        (6.into(), 1.into())
+    );
     assert_eq!(e["ewma_latency_ms"], before["ewma_latency_ms"]);
     assert_eq!(endpoint_status(admin, "web", b.addr).await["requests"], 0);
 
     gate.notify_one();
     assert_eq!(guarded("slow ends", slow).await.unwrap(), 200);
-    wait_endpoint(admin, "web", a.addr, "in flight drops", |e| e["in_flight"] == 0).await;
+    wait_endpoint(admin, "web", a.addr, "in flight drops", |e| {
+        e["in_flight"] == 0
+    })
+    .await;
     let seen = origins_of(proxy.http, 4).await;
-    assert!(seen.contains(&"b".to_string()), "the reloaded pool serves: {seen:?}");
+    assert!(
+        seen.contains(&"b".to_string()),
+        "the reloaded pool serves: {seen:?}"
+    );
 }

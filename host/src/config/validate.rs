@@ -511,7 +511,7 @@ fn int_in(
     }
 }
 
-/// A percentage setting in 0..=100 (or `min..=100`), as a fraction.
+/// A percentage setting in `min..=100`, as a fraction; `default` is a fraction already.
 fn percent(
     v: Option<f64>,
     default: f64,
@@ -592,7 +592,7 @@ fn balance_options(
         algorithm,
         panic_threshold: percent(
             p.panic_threshold,
-            d.panic_threshold * 100.0,
+            d.panic_threshold,
             0.0,
             &format!("{key}.panic_threshold"),
             cx,
@@ -629,7 +629,7 @@ fn retry(p: &RawPool, key: &str, cx: &Ctx) -> Result<RetryConfig, ConfigError> {
         Some(b) => (
             percent(
                 b.percent,
-                d.budget_ratio * 100.0,
+                d.budget_ratio,
                 0.0,
                 &format!("{key}.retry_budget.percent"),
                 cx,
@@ -830,7 +830,7 @@ fn outlier(o: RawOutlier, key: &str, cx: &Ctx) -> Result<Option<OutlierConfig>, 
         max_ejection_time: max,
         max_ejection_ratio: percent(
             o.max_ejection_percent,
-            d.max_ejection_ratio * 100.0,
+            d.max_ejection_ratio,
             0.0,
             &format!("{key}.max_ejection_percent"),
             cx,

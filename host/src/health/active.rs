@@ -13,7 +13,11 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Checks endpoint `i` of `pool`: `Ok(what passed)` or `Err(why it failed)`, within the
 /// configured timeout.
-pub(super) async fn check(pool: &Pool, i: usize, cfg: &HealthCheckConfig) -> Result<String, String> {
+pub(super) async fn check(
+    pool: &Pool,
+    i: usize,
+    cfg: &HealthCheckConfig,
+) -> Result<String, String> {
     match tokio::time::timeout(cfg.timeout, run(pool, i, cfg)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", cfg.timeout)),

@@ -99,7 +99,10 @@ impl Default for EndpointHealth {
 
 impl EndpointHealth {
     pub fn record(&self) -> Record {
-        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn with_record(&self, f: impl FnOnce(&mut Record)) {
@@ -191,7 +194,12 @@ fn eject(pool: &Pool, i: usize, why: &str) {
         r.ejections += 1;
         r.ejected_until = Some(SystemTime::now() + duration);
     });
-    pool.set_flag(i, EJECTED, true, &format!("{why}; ejected for {duration:?}"));
+    pool.set_flag(
+        i,
+        EJECTED,
+        true,
+        &format!("{why}; ejected for {duration:?}"),
+    );
 }
 
 /// Ends endpoint `i`'s ejection.
@@ -304,7 +312,10 @@ async fn expire_loop(pool: Arc<Pool>, tick: Duration) {
         every.tick().await;
         let now = balance::now();
         for i in 0..pool.endpoints.len() {
-            let until = pool.endpoints[i].health.ejected_until.load(Ordering::Relaxed);
+            let until = pool.endpoints[i]
+                .health
+                .ejected_until
+                .load(Ordering::Relaxed);
             if until != 0 && now >= until {
                 restore(&pool, i, "ejection time over");
             }

@@ -70,7 +70,12 @@ impl Attempts<'_> {
         loop {
             let picked = match (attempt, self.named) {
                 (0, Some(i)) => Some(i),
-                _ => pool.pick(self.algorithm, self.key, Some(self.client), &tried[..attempt]),
+                _ => pool.pick(
+                    self.algorithm,
+                    self.key,
+                    Some(self.client),
+                    &tried[..attempt],
+                ),
             };
             let Some(i) = picked else {
                 return Err(last_error.unwrap_or_else(|| no_endpoint(pool)));
@@ -221,7 +226,10 @@ fn circuit_open(pool: &Pool, full: Full) -> ProxyError {
 /// mode makes unhealthy ones eligible).
 fn no_endpoint(pool: &Pool) -> ProxyError {
     if (0..pool.endpoints.len()).any(|i| pool.set.full(i)) {
-        return circuit_open(pool, Full::Endpoint(pool.set.opts.max_in_flight_per_endpoint));
+        return circuit_open(
+            pool,
+            Full::Endpoint(pool.set.opts.max_in_flight_per_endpoint),
+        );
     }
     ProxyError::new(
         ErrorKind::Overloaded,

@@ -194,7 +194,12 @@ impl Proxy {
             .rfind(|e| e.name == header::HOST && e.op != crate::policy::EditOp::Remove);
         let fixed_authority = match (host_edit, &authority, self.settings.preserve_host) {
             (Some(e), _, _) => Some(http::uri::Authority::try_from(e.value.as_bytes()).map_err(
-                |_| missing(format!("request edit: Host {:?} is not an authority", e.value)),
+                |_| {
+                    missing(format!(
+                        "request edit: Host {:?} is not an authority",
+                        e.value
+                    ))
+                },
             )?),
             (None, Some(a), true) => Some(a.clone()),
             _ => None,
@@ -202,7 +207,11 @@ impl Proxy {
         self.rewrite_request_headers(&mut parts, &pool, &hop, authority.as_ref(), conn);
 
         let mut client_upgrade = None;
-        let retries = if upgrade.is_some() { 0 } else { pool.retry.retries };
+        let retries = if upgrade.is_some() {
+            0
+        } else {
+            pool.retry.retries
+        };
         let body = match upgrade {
             Some(protocol) => {
                 parts
@@ -213,6 +222,8 @@ impl Proxy {
                 // After a 101 the bytes that follow belong to the tunnel, not to a body.
                 RequestBody::empty()
             }
+            // No body: nothing to stream, and the request can be sent again as it is.
+            None if http_body::Body::is_end_stream(&body) => RequestBody::empty(),
             None if retries > 0 && buffers_for_retry(&parts, &body, pool.retry.buffer) => {
                 RequestBody::buffer(body, pool.retry.buffer)
                     .await
@@ -430,7 +441,7 @@ fn check_framing(parts: &http::request::Parts, limits: &Limits) -> Result<(), Pr
 /// Whether to read the body before sending, so a retry can send it again: only when its
 /// declared length is within the retry buffer (a chunked or larger body is streamed).
 fn buffers_for_retry(parts: &http::request::Parts, body: &Incoming, limit: u64) -> bool {
-    if http_body::Body::is_end_stream(body) || !attempt::is_idempotent(&parts.method) {
+    if !attempt::is_idempotent(&parts.method) {
         return false;
     }
     http_body::Body::size_hint(body)
@@ -440,7 +451,10 @@ fn buffers_for_retry(parts: &http::request::Parts, body: &Incoming, limit: u64) 
 
 /// Maps a failure while buffering the client's body.
 fn classify_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
-    ProxyError::new(ErrorKind::ClientAborted, format!("request body: {}", chain(e)))
+    ProxyError::new(
+        ErrorKind::ClientAborted,
+        format!("request body: {}", chain(e)),
+    )
 }
 
 fn authority_value(a: &http::uri::Authority) -> HeaderValue {

@@ -239,11 +239,19 @@ impl Pool {
         let (pool, endpoint) = (&*self.name, &*self.endpoints[i].address);
         match after {
             HealthState::Healthy => tracing::info!(pool, endpoint, why, "endpoint healthy"),
-            other => tracing::warn!(pool, endpoint, why, state = other.name(), "endpoint out of rotation"),
+            other => tracing::warn!(
+                pool,
+                endpoint,
+                why,
+                state = other.name(),
+                "endpoint out of rotation"
+            ),
         }
         match self.set.recount() {
             Some((healthy, total, true)) => tracing::warn!(
-                pool, healthy, total,
+                pool,
+                healthy,
+                total,
                 "panic mode: fewer than the panic threshold of endpoints are healthy; traffic goes to all"
             ),
             Some((healthy, total, false)) => {
@@ -390,7 +398,11 @@ impl crate::policy::Upstreams for PoolTable {
         let pools = self.load();
         let pool = pools.get(Some(pool))?;
         let now = balance::now();
-        Some((0..pool.endpoints.len()).map(|i| pool.info(i, now)).collect())
+        Some(
+            (0..pool.endpoints.len())
+                .map(|i| pool.info(i, now))
+                .collect(),
+        )
     }
 
     fn health(&self, pool: &str, addr: &str) -> Option<HealthState> {
@@ -444,4 +456,3 @@ fn client_tls_config(
     };
     Ok(cfg)
 }
-
