@@ -289,7 +289,9 @@ fn the_native_default_policy_decides_like_the_wasm_one() {
         std::path::Path::new("."),
     )
     .unwrap();
-    let pools = Arc::new(sluice::proxy::upstream::Pools::new(&config).unwrap());
+    let pools = Arc::new(sluice::proxy::upstream::PoolTable::new(
+        sluice::proxy::upstream::Pools::new(&config, None).unwrap(),
+    ));
     let wasm = PolicyRuntime::new(&config.policy, pools.clone()).unwrap();
     let mut native_config = config.policy.clone();
     native_config.native = true;
