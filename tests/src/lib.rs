@@ -150,6 +150,45 @@ impl Drop for Origin {
     }
 }
 
+/// An origin whose `GET /health` answers, in order, the statuses the test sends on the
+/// returned channel (each check waits for its status, so the test decides every check's
+/// outcome); every other request gets [`echo_response`] as `name`. Pair it with
+/// [`scripted_checks!`].
+pub async fn scripted_health(
+    name: &'static str,
+) -> (Origin, tokio::sync::mpsc::UnboundedSender<u16>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let origin = Origin::start(move |req: Request<Incoming>| {
+        let rx = rx.clone();
+        async move {
+            if req.uri().path() == "/health" {
+                let status = rx.lock().await.recv().await.unwrap_or(503);
+                return text(status, "health");
+            }
+            echo_response(name, req).await
+        }
+    })
+    .await;
+    (origin, tx)
+}
+
+/// A `[pool.health_check]` table for origins from [`scripted_health`]: checks `/health` back
+/// to back (each waits for the test's script), with the given `rise` and `fall`.
+#[macro_export]
+macro_rules! scripted_checks {
+    ($rise:literal, $fall:literal) => {
+        concat!(
+            "[pool.health_check]\npath = \"/health\"\ninterval = \"10ms\"\njitter = \"0s\"\n",
+            "timeout = \"10s\"\nrise = ",
+            $rise,
+            "\nfall = ",
+            $fall,
+            "\n"
+        )
+    };
+}
+
 /// A raw TCP origin that reads each request (head, and a `Content-Length` or chunked body)
 /// and never answers: it holds the connection until [`Holder::release`], then closes it, so
 /// the proxy sees the upstream fail after the request was sent. With `hold = false` it closes

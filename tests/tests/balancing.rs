@@ -11,27 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
 
-/// An origin whose `GET /health` answers, in order, the statuses the test sends on the
-/// returned channel (each check waits for its status); every other request gets
-/// [`echo_response`] as `name`.
-async fn scripted_health(name: &'static str) -> (Origin, mpsc::UnboundedSender<u16>) {
-    let (tx, rx) = mpsc::unbounded_channel::<u16>();
-    let rx = Arc::new(Mutex::new(rx));
-    let origin = Origin::start(move |req: Request<Incoming>| {
-        let rx = rx.clone();
-        async move {
-            if req.uri().path() == "/health" {
-                let status = rx.lock().await.recv().await.unwrap_or(503);
-                return text(status, "health");
-            }
-            echo_response(name, req).await
-        }
-    })
-    .await;
-    (origin, tx)
-}
-
-const SCRIPTED_CHECKS: &str = "[pool.health_check]\npath = \"/health\"\ninterval = \"10ms\"\njitter = \"0s\"\ntimeout = \"10s\"\nrise = 2\nfall = 3\n";
+const SCRIPTED_CHECKS: &str = scripted_checks!(2, 3);
 
 /// `n` GETs on one connection; the `x-origin` of each answer.
 async fn origins_of(proxy: SocketAddr, n: usize) -> Vec<String> {
