@@ -196,16 +196,31 @@ macro_rules! scripted_checks {
 pub struct Holder {
     pub addr: SocketAddr,
     arrivals: tokio::sync::watch::Receiver<usize>,
-    release: tokio::sync::watch::Sender<u64>,
+    release: Arc<tokio::sync::watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Holder {
     pub async fn start(hold: bool) -> Holder {
+        Self::start_sharing(hold, Arc::new(tokio::sync::watch::channel(0u64).0)).await
+    }
+
+    /// `n` holding origins that [`Holder::release`] together, so that every held request
+    /// fails at the same moment.
+    pub async fn group(n: usize) -> Vec<Holder> {
+        let release = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let mut holders = Vec::new();
+        for _ in 0..n {
+            holders.push(Self::start_sharing(true, release.clone()).await);
+        }
+        holders
+    }
+
+    async fn start_sharing(hold: bool, release: Arc<tokio::sync::watch::Sender<u64>>) -> Holder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (arrived_tx, arrivals) = tokio::sync::watch::channel(0usize);
-        let (release, release_rx) = tokio::sync::watch::channel(0u64);
+        let release_rx = release.subscribe();
         let arrived_tx = Arc::new(arrived_tx);
         let task = tokio::spawn(async move {
             loop {
@@ -252,7 +267,8 @@ impl Holder {
         .unwrap();
     }
 
-    /// Closes every connection holding a request now; later requests are held again.
+    /// Closes every connection holding a request now (in every holder of its group); later
+    /// requests are held again.
     pub fn release(&self) {
         self.release.send_modify(|g| *g += 1);
     }
