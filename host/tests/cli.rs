@@ -274,26 +274,28 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
     );
 }
 
-/// `sluice run`: SIGHUP re-reads the policy module and the `[policy]` table of the config
-/// (with `watch = false`, so only the signal can have caused the reload); a config made invalid
-/// in the meantime is refused and the running policy kept.
+/// `sluice run`: SIGHUP re-reads the policy module, the `[policy]` table and the pools of the
+/// config (with `watch = false`, so only the signal can have caused the reload); a config made
+/// invalid in the meantime is refused and the running policy and pools kept.
 #[tokio::test]
 async fn run_reloads_the_policy_and_its_settings_on_sighup() {
     let origin = sluice_tests::Origin::echo("a").await;
+    let second = sluice_tests::Origin::echo("b").await;
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("policy.wasm");
     std::fs::copy(sluice_tests::guests::PROBE, &module).unwrap();
-    let config_text = |color: &str| {
+    let config_text = |color: &str, endpoints: &str| {
         format!(
             "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n\
-             [[pool]]\nname = \"web\"\nendpoints = [\"{}\"]\n\
+             [[pool]]\nname = \"web\"\nendpoints = [{endpoints}]\n\
              [log]\naccess_log = false\n\
              [policy]\nmodule = \"policy.wasm\"\nwatch = false\n\
-             [policy.settings]\ncolor = \"{color}\"\n",
-            origin.addr
+             [policy.settings]\ncolor = \"{color}\"\n"
         )
     };
-    let config = write(dir.path(), "sluice.toml", &config_text("red"));
+    let one = format!("\"{}\"", origin.addr);
+    let two = format!("\"{}\", \"{}\"", origin.addr, second.addr);
+    let config = write(dir.path(), "sluice.toml", &config_text("red", &one));
     let mut child = tokio::process::Command::new(SLUICE)
         .args(["run", "--config"])
         .arg(&config)
@@ -333,19 +335,30 @@ async fn run_reloads_the_policy_and_its_settings_on_sighup() {
         assert_eq!(resp.status(), 200);
         String::from_utf8(resp.body().to_vec()).unwrap()
     };
+    let endpoints = async || {
+        let resp = h1_get(addr, "/endpoints/web").await;
+        String::from_utf8(resp.body().to_vec())
+            .unwrap()
+            .lines()
+            .count()
+    };
     assert_eq!(color().await, "red");
+    assert_eq!(endpoints().await, 1);
 
     let hup = || Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    std::fs::write(&config, config_text("blue")).unwrap();
+    std::fs::write(&config, config_text("blue", &two)).unwrap();
     assert!(hup().success());
+    wait_for("pools reloaded").await;
     wait_for("revision=2").await;
     assert_eq!(color().await, "blue");
+    assert_eq!(endpoints().await, 2);
 
     // A broken config: the reload is refused, the policy keeps serving.
     std::fs::write(&config, "[policy]\nfail = \"sometimes\"\n").unwrap();
     assert!(hup().success());
-    wait_for("config not reloaded; keeping the policy").await;
+    wait_for("config not reloaded; keeping pools and policy").await;
     assert_eq!(color().await, "blue");
+    assert_eq!(endpoints().await, 2);
 
     assert!(
         Command::new("kill")
