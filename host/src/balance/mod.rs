@@ -486,18 +486,23 @@ impl Drop for InFlight {
     }
 }
 
-/// Every algorithm for one pool, each built on first use (a Maglev table or a hash ring costs
-/// memory and build time only for pools that use it).
+/// Every algorithm for one pool, built with the pool ([`Balancers::new`]).
 #[derive(Default)]
 pub struct Balancers {
     built: [OnceLock<Box<dyn Balance>>; 9],
 }
 
 impl Balancers {
-    /// Builds the pool's configured algorithm now, so the first request does not pay for it.
+    /// Builds every algorithm now, when the pool is built (at start or reload): a policy may
+    /// ask for any of them per request, and building a Maglev table or a large ring inside a
+    /// request would charge milliseconds to that request (or to the policy's deadline, when
+    /// the guest calls `balancer.pick`). Costs a Maglev table (128 KiB for the default size)
+    /// and a ring per pool.
     pub fn new(set: &Set) -> Balancers {
         let b = Balancers::default();
-        b.get(set, set.opts.algorithm);
+        for alg in Algorithm::ALL {
+            b.get(set, alg);
+        }
         b
     }
 
