@@ -8,7 +8,8 @@
 # Env: DURATION (seconds, "10" or "10s"), ROUNDS, PROXIES ("nginx haproxy sluice"),
 #      SCENARIOS ("small 16k 1m newconn latency https h2"), CONNS (50),
 #      CONNS_1M (8), THREADS (2), WARMUP (2s), PAUSE (1s between runs),
-#      SLUICE_BIN (target/release/sluice, relative to the repo root), KEEP_TMP=1.
+#      SLUICE_BIN (target/release/sluice, relative to the repo root), KEEP_TMP=1,
+#      SLUICE_EXTRA (TOML appended to sluice's config, e.g. $'[policy]\nnative = true').
 # Output: markdown tables on stdout and in bench/out/<stamp>/results.md, raw
 #         per-run figures in bench/out/<stamp>/runs.csv, process logs alongside.
 set -euo pipefail
@@ -177,6 +178,8 @@ default_pool = "origin"
 [log]
 level = "warn"
 access_log = false
+
+${SLUICE_EXTRA:-}
 EOF
 
 # ------------------------------------------------------------ start processes
