@@ -9,7 +9,8 @@
 #      SCENARIOS ("small 16k 1m newconn latency https h2"), CONNS (50),
 #      CONNS_1M (8), THREADS (2), WARMUP (2s), PAUSE (1s between runs),
 #      SLUICE_BIN (target/release/sluice, relative to the repo root), KEEP_TMP=1,
-#      SLUICE_EXTRA (TOML appended to sluice's config, e.g. $'[policy]\nnative = true').
+#      SLUICE_EXTRA (TOML appended to sluice's config, e.g. $'[policy]\nnative = true'),
+#      SLUICE_POOL_EXTRA (keys added to sluice's pool table, e.g. 'retries = 0').
 # Output: markdown tables on stdout and in bench/out/<stamp>/results.md, raw
 #         per-run figures in bench/out/<stamp>/runs.csv, process logs alongside.
 set -euo pipefail
@@ -171,6 +172,7 @@ certificates = [{ cert = "$WORK/cert.pem", key = "$WORK/key.pem" }]
 [[pool]]
 name = "origin"
 endpoints = [{ address = "127.0.0.1:${PORT[direct]}" }]
+${SLUICE_POOL_EXTRA:-}
 
 [proxy]
 default_pool = "origin"
