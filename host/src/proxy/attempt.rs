@@ -197,13 +197,22 @@ fn target(
     Ok(())
 }
 
-/// A copy of `req` to send again, if its body can be replayed.
+/// A copy of `req` to send again, if its body can be replayed. Header values are copied into
+/// their own storage rather than shared: hyper parses them as slices of the client
+/// connection's read buffer, and a copy holding those slices while the exchange runs stops
+/// hyper from reusing that buffer.
 fn copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     let mut r = Request::new(req.body().replay()?);
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();
     *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
+    let headers = r.headers_mut();
+    headers.reserve(req.headers().len());
+    for (name, value) in req.headers() {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).ok()?;
+        owned.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), owned);
+    }
     Some(r)
 }
 
