@@ -85,7 +85,20 @@ fn example_configs_parse() {
     if !dir.is_dir() {
         return;
     }
-    for path in toml_files(&dir) {
+    // The reference config at the top, and each example policy's sample config.
+    let mut files = toml_files(&dir);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let sample = entry.unwrap().path().join("sluice.toml");
+        if sample.is_file() {
+            files.push(sample);
+        }
+    }
+    assert!(
+        files.len() > 1,
+        "no example configs found in {}",
+        dir.display()
+    );
+    for path in files {
         if let Err(e) = Config::load(&path) {
             panic!("{e}");
         }
@@ -103,6 +116,25 @@ fn minimal_config_gets_defaults() {
     assert!(c.admin.is_none());
     assert_eq!(c.limits.max_request_header_size, 64 * 1024);
     assert_eq!(c.timeouts.client_idle, std::time::Duration::from_secs(60));
+    // Balancing and health defaults (percentages are stored as fractions).
+    let pool = &c.pools[0];
+    assert_eq!(
+        pool.balance.algorithm,
+        sluice_tests::sluice::balance::Algorithm::WeightedRoundRobin
+    );
+    assert_eq!(pool.balance.panic_threshold, 0.5);
+    assert_eq!((pool.retry.retries, pool.retry.budget_min), (2, 3));
+    assert_eq!(pool.retry.budget_ratio, 0.2);
+    assert!(pool.health_check.is_none());
+    let outlier = pool.outlier.expect("outlier detection is on by default");
+    assert_eq!(outlier.max_ejection_ratio, 0.5);
+    assert_eq!(
+        (
+            outlier.consecutive_gateway_errors,
+            outlier.consecutive_connect_failures
+        ),
+        (5, 3)
+    );
 }
 
 /// Port 0 means "any free port": two listeners (and the admin socket) on `127.0.0.1:0` do not
