@@ -157,16 +157,28 @@ impl Drop for Origin {
 pub async fn scripted_health(
     name: &'static str,
 ) -> (Origin, tokio::sync::mpsc::UnboundedSender<u16>) {
+    scripted_health_with(move |req| echo_response(name, req)).await
+}
+
+/// [`scripted_health`] with `other` answering every request that is not a health check.
+pub async fn scripted_health_with<F, Fut>(
+    other: F,
+) -> (Origin, tokio::sync::mpsc::UnboundedSender<u16>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let other = Arc::new(other);
     let origin = Origin::start(move |req: Request<Incoming>| {
-        let rx = rx.clone();
+        let (rx, other) = (rx.clone(), other.clone());
         async move {
             if req.uri().path() == "/health" {
                 let status = rx.lock().await.recv().await.unwrap_or(503);
                 return text(status, "health");
             }
-            echo_response(name, req).await
+            other(req).await
         }
     })
     .await;

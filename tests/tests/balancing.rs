@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use sluice_tests::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 const SCRIPTED_CHECKS: &str = scripted_checks!(2, 3);
 
@@ -110,19 +110,7 @@ async fn health_flips_after_exactly_fall_failures_and_back_after_rise_passes() {
 #[tokio::test]
 async fn consecutive_gateway_errors_eject_and_an_active_check_brings_back() {
     // x answers 502 to traffic; its health checks are scripted and wait for the test.
-    let (tx, rx) = mpsc::unbounded_channel::<u16>();
-    let rx = Arc::new(Mutex::new(rx));
-    let x = Origin::start(move |req: Request<Incoming>| {
-        let rx = rx.clone();
-        async move {
-            if req.uri().path() == "/health" {
-                let status = rx.lock().await.recv().await.unwrap_or(503);
-                return text(status, "health");
-            }
-            text(502, "bad gateway behind x")
-        }
-    })
-    .await;
+    let (x, tx) = scripted_health_with(|_| async { text(502, "bad gateway behind x") }).await;
     let y = Origin::echo("y").await;
     let extra = format!(
         "algorithm = \"round_robin\"\n{SCRIPTED_CHECKS}[pool.outlier_detection]\nconsecutive_gateway_errors = 3\nbase_ejection_time = \"1h\"\n"
@@ -149,7 +137,7 @@ async fn consecutive_gateway_errors_eject_and_an_active_check_brings_back() {
     assert!(e["ejected_until"].is_string());
     assert!(origins_of(proxy.http, 8).await.iter().all(|o| o == "y"));
 
-    script_pass(&tx);
+    tx.send(200).unwrap();
     let e = wait_endpoint(admin, "web", x.addr, "check passes", |e| {
         e["checks_passed"] == 1
     })
@@ -173,10 +161,6 @@ async fn wait_total(holders: &[&Holder], n: usize) {
         }
     })
     .await;
-}
-
-fn script_pass(tx: &mpsc::UnboundedSender<u16>) {
-    tx.send(200).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
