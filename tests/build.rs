@@ -22,6 +22,7 @@ const GUESTS: &[&str] = &[
     "tests/guests/old-world",
     "tests/guests/no-export",
     "tests/guests/big",
+    "tests/guests/cache-policy",
 ];
 
 fn main() {

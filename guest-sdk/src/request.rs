@@ -361,32 +361,30 @@ impl Request {
         self.raw.http_version()
     }
 
-    /// The SDK's standard cache key: `METHOD scheme://authority/path?sorted-query`, e.g.
-    /// `GET https://example.com/search?page=2&q=rust`.
+    /// The cache key the host uses when a decision sets none: the normalised URL
+    /// `scheme://host:port/path?sorted-query`, e.g. `https://example.com:443/search?page=2&q=rust`.
     ///
-    /// Exactly: [`method`](Self::method), one space, [`scheme`](Self::scheme), `://`,
-    /// [`authority`](Self::authority) (lower case, port kept as sent), [`path`](Self::path),
-    /// then `?` and [`sorted_query`](Self::sorted_query) only when the sorted query is
-    /// non-empty. So `?b=2&a=1` and `?a=1&b=2` share a key, and `/x` and `/x?` do too.
+    /// Exactly: [`scheme`](Self::scheme), `://`, the host of [`authority`](Self::authority)
+    /// (lower case), `:` and the port (the one sent, else 80 for `http` and 443 for `https`),
+    /// [`path`](Self::path), then `?` and [`sorted_query`](Self::sorted_query) only when the
+    /// sorted query is non-empty. So `?b=2&a=1` and `?a=1&b=2` share a key, and `/x` and `/x?`
+    /// do too. Scheme, host and port are always in it, so one site cannot be served another's
+    /// response. The method is not: HEAD is answered from a stored GET. Build on it to add what
+    /// your responses vary by:
     ///
     /// ```no_run
     /// # use sluice_sdk::prelude::*;
     /// fn decide(req: &Request) -> Decision {
-    ///     Decision::forward_default().cache_key(req.default_cache_key()).ttl(60)
+    ///     let lang = req.cookie("lang").unwrap_or_default();
+    ///     Decision::forward_default().cache_key(format!("{}|{lang}", req.default_cache_key()))
     /// }
     /// ```
     pub fn default_cache_key(&self) -> String {
-        cache_key(
-            self.method(),
-            self.scheme(),
-            self.authority(),
-            self.path(),
-            self.query(),
-        )
+        cache_key(self.scheme(), self.authority(), self.path(), self.query())
     }
 
-    /// The same string as [`default_cache_key`](Self::default_cache_key) (method, scheme,
-    /// authority, path and sorted query), under the name the design sketch uses.
+    /// The same string as [`default_cache_key`](Self::default_cache_key), under the name the
+    /// design sketch uses.
     ///
     /// ```no_run
     /// # use sluice_sdk::prelude::*;
@@ -440,14 +438,14 @@ fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     })
 }
 
-fn cache_key(
-    method: &str,
-    scheme: &str,
-    authority: &str,
-    path: &str,
-    query: Option<&str>,
-) -> String {
-    let mut key = format!("{method} {scheme}://{authority}{path}");
+fn cache_key(scheme: &str, authority: &str, path: &str, query: Option<&str>) -> String {
+    let host = host_of(authority);
+    let port = match authority[host.len()..].strip_prefix(':') {
+        Some(p) => p,
+        None if scheme == "https" => "443",
+        None => "80",
+    };
+    let mut key = format!("{scheme}://{}:{port}{path}", host.to_ascii_lowercase());
     let sorted = query.map(sorted_query).unwrap_or_default();
     if !sorted.is_empty() {
         key.push('?');
@@ -504,17 +502,12 @@ mod tests {
     #[test]
     fn cache_key_format() {
         assert_eq!(
-            cache_key("GET", "https", "example.com", "/s", Some("q=x&a=1")),
-            "GET https://example.com/s?a=1&q=x"
+            cache_key("https", "example.com", "/s", Some("q=x&a=1")),
+            "https://example.com:443/s?a=1&q=x"
         );
-        assert_eq!(
-            cache_key("HEAD", "http", "h:8080", "/", None),
-            "HEAD http://h:8080/"
-        );
-        assert_eq!(
-            cache_key("GET", "http", "h", "/", Some("")),
-            "GET http://h/"
-        );
+        assert_eq!(cache_key("http", "H:8080", "/", None), "http://h:8080/");
+        assert_eq!(cache_key("http", "h", "/", Some("")), "http://h:80/");
+        assert_eq!(cache_key("https", "[::1]", "/", None), "https://[::1]:443/");
     }
 
     #[test]

@@ -189,6 +189,9 @@ endpoints = [{endpoints}]
 [admin]
 address = "{admin}"
 
+[cache]
+capacity = "64MiB"
+
 [log]
 access_log = true
 "#,
@@ -235,6 +238,11 @@ access_log = true
     println!("  curl -i --http2-prior-knowledge http://{http}/      # h2c");
     println!("  curl -s -o /dev/null -w '%{{size_download}} bytes\\n' http://{http}/large?mb=64");
     println!("  curl -i http://{http}/slow?ms=500");
+    println!(
+        "  curl -si http://{http}/cacheable | grep -i cache-status   # twice: fwd=uri-miss; stored, then hit"
+    );
+    println!("  curl -s -XPOST -d '{{\"all\":true}}' http://{admin}/cache/purge");
+    println!("  curl -s http://{admin}/stats       # cache counters");
     println!("  curl -s http://{admin}/health");
     println!("  curl -s http://{admin}/policy      # the Wasm policy revision serving requests");
     println!("press Ctrl-C to stop");

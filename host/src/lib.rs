@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod health;
@@ -57,6 +58,7 @@ pub struct Running {
     certificates: CertReloader,
     policy: Arc<policy::PolicyRuntime>,
     pools: Arc<proxy::upstream::PoolTable>,
+    cache: Option<Arc<cache::Cache>>,
     _policy_watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -75,16 +77,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         proxy::upstream::Pools::new(&config, None)?,
     ));
     pools.start_health();
+    let cache = config.cache.clone().map(|c| Arc::new(cache::Cache::new(c)));
     let policy = {
-        let (cfg, upstreams) = (config.policy.clone(), pools.clone());
+        let (cfg, upstreams, cache) = (config.policy.clone(), pools.clone(), cache.clone());
         // Compiling may take a while (seconds for a JavaScript component without a cache).
-        let built =
-            tokio::task::spawn_blocking(move || policy::PolicyRuntime::new(&cfg, upstreams))
-                .await
-                .map_err(|e| policy::LoadError(format!("loading the policy: {e}")))?;
+        let built = tokio::task::spawn_blocking(move || {
+            policy::PolicyRuntime::with_cache(&cfg, upstreams, cache)
+        })
+        .await
+        .map_err(|e| policy::LoadError(format!("loading the policy: {e}")))?;
         Arc::new(built?)
     };
-    let proxy = Arc::new(proxy::Proxy::new(&config, pools.clone(), policy.clone()));
+    let proxy = Arc::new(proxy::Proxy::new(
+        &config,
+        pools.clone(),
+        policy.clone(),
+        cache.clone(),
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = mpsc::channel(1);
 
@@ -131,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 a.clone(),
                 policy.clone(),
                 pools.clone(),
+                cache.clone(),
                 shutdown_rx.clone(),
                 drain_tx.clone(),
             ));
@@ -163,6 +173,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         _policy_watcher: policy::watch::watch_module(&policy),
         policy,
         pools,
+        cache,
     })
 }
 
@@ -189,6 +200,12 @@ impl Running {
     /// The upstream pools: live state, health, reload.
     pub fn pools(&self) -> &Arc<proxy::upstream::PoolTable> {
         &self.pools
+    }
+
+    /// The HTTP cache, when `[cache]` is configured. It lives as long as the process: a
+    /// reload does not empty or resize it.
+    pub fn cache(&self) -> Option<&Arc<cache::Cache>> {
+        self.cache.as_ref()
     }
 
     /// The policy runtime: reload, upload, rollback, status.

@@ -52,6 +52,9 @@ impl StopSignals {
                                 Ok(()) => tracing::info!(pools = c.pools.len(), "pools reloaded"),
                                 Err(e) => tracing::error!(error = %e, "pools not reloaded"),
                             }
+                            if c.cache.as_ref() != running.cache().map(|k| &k.config) {
+                                tracing::warn!("[cache] changed: cache settings take effect at the next restart");
+                            }
                             Some(c.policy)
                         }
                         Some(Err(e)) => {

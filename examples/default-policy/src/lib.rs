@@ -1,10 +1,10 @@
 //! The policy sluice runs when the config names none: every request goes to the default pool
-//! (`proxy.default_pool`), cached under the SDK's standard key
-//! ([`Request::default_cache_key`]): method, scheme, authority, path and sorted query.
+//! (`proxy.default_pool`), cached (when `[cache]` is configured) under the host's default key,
+//! the normalised URL (see [`Request::default_cache_key`]).
 
 use sluice_sdk::prelude::*;
 
 #[sluice_sdk::policy]
-fn decide(req: &Request) -> Decision {
-    Decision::forward_default().cache_key(req.default_cache_key())
+fn decide(_req: &Request) -> Decision {
+    Decision::forward_default()
 }

@@ -10,7 +10,11 @@
 //! - `POST /policy/rollback`: makes the newest previous revision active again;
 //! - `GET /pools`: every pool and endpoint: health state and since when, the last active
 //!   check, in-flight requests, peak-EWMA latency, counters.
+//! - `GET /stats`: cache counters, entries and bytes (`"cache": null` without a cache);
+//! - `POST /cache/purge`: JSON `{"url"|"key"|"prefix"|"tag": "...", "soft": bool}` or
+//!   `{"all": true}`; answers `{"purged": N, "soft": bool}`.
 
+use crate::cache::Cache;
 use crate::config::AdminConfig;
 use crate::policy::PolicyRuntime;
 use crate::proxy::upstream::{PoolTable, Pools};
@@ -31,6 +35,7 @@ pub struct AdminState {
     pub started: Instant,
     pub policy: Arc<PolicyRuntime>,
     pub pools: Arc<PoolTable>,
+    pub cache: Option<Arc<Cache>>,
 }
 
 /// Largest policy component accepted by `PUT /policy`.
@@ -41,6 +46,7 @@ pub async fn run(
     cfg: AdminConfig,
     policy: Arc<PolicyRuntime>,
     pools: Arc<PoolTable>,
+    cache: Option<Arc<Cache>>,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
@@ -49,6 +55,7 @@ pub async fn run(
         started: Instant::now(),
         policy,
         pools,
+        cache,
     });
     loop {
         let (stream, _) = tokio::select! {
@@ -137,15 +144,94 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             Ok(info) => ok_json(&info),
             Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
         },
-        (_, "/health" | "/policy" | "/policy/rollback" | "/pools") => json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"method not allowed"}"#.into(),
-        ),
+        (&Method::GET, "/stats") => ok_json(&serde_json::json!({
+            "cache": state.cache.as_ref().map(|c| c.stats_json()),
+        })),
+        (&Method::POST, "/cache/purge") => {
+            let Some(cache) = &state.cache else {
+                return error(StatusCode::NOT_FOUND, "no cache configured");
+            };
+            use http_body_util::BodyExt;
+            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
+            };
+            match purge(cache, &body) {
+                Ok(v) => ok_json(&v),
+                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            }
+        }
+        (_, "/health" | "/policy" | "/policy/rollback" | "/pools" | "/stats" | "/cache/purge") => {
+            json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method not allowed"}"#.into(),
+            )
+        }
         _ => json(
             StatusCode::NOT_FOUND,
             r#"{"error":"no such admin endpoint"}"#.into(),
         ),
     }
+}
+
+/// The body of `POST /cache/purge`: exactly one selector.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    key: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    soft: bool,
+}
+
+/// `POST /cache/purge`.
+fn purge(cache: &Cache, body: &[u8]) -> Result<serde_json::Value, String> {
+    let r: PurgeRequest = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the body must be JSON such as {{\"url\": \"https://example.com/a\"}}, {{\"key\": ..}}, {{\"prefix\": ..}}, {{\"tag\": ..}} or {{\"all\": true}}, with optional \"soft\": true: {e}"
+        )
+    })?;
+    let chosen = [
+        r.url.is_some(),
+        r.key.is_some(),
+        r.prefix.is_some(),
+        r.tag.is_some(),
+        r.all,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen != 1 {
+        return Err(
+            "give exactly one of \"url\", \"key\", \"prefix\", \"tag\", \"all\": true".into(),
+        );
+    }
+    let soft = r.soft;
+    let purged = if let Some(url) = r.url {
+        let url = crate::cache::key::key_of_url(&url)?;
+        // The default key, and objects stored under a policy's own key for the same URL.
+        cache.purge_key(url.as_bytes(), soft)
+            + cache.purge(soft, |k, o| k != url.as_bytes() && *o.url == *url)
+    } else if let Some(key) = r.key {
+        cache.purge_key(key.as_bytes(), soft)
+    } else if let Some(prefix) = r.prefix {
+        if prefix.is_empty() {
+            return Err("\"prefix\" must not be empty (use \"all\": true)".into());
+        }
+        cache.purge(soft, |_, o| o.url.starts_with(prefix.as_str()))
+    } else if let Some(tag) = r.tag {
+        cache.purge(soft, |_, o| o.tags.iter().any(|t| **t == *tag))
+    } else {
+        cache.purge(soft, |_, _| true)
+    };
+    Ok(serde_json::json!({ "purged": purged, "soft": soft }))
 }
 
 /// `GET /pools`.

@@ -32,6 +32,7 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
     pub policy: PolicyConfig,
+    pub cache: Option<CacheConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +211,36 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_request_header_size: usize,
     pub max_request_body: u64,
+}
+
+/// `[cache]`: the HTTP cache is on when the table is present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Byte budget of the store: bodies, header fields and keys.
+    pub capacity: u64,
+    /// Larger responses are passed through, not stored.
+    pub max_object_size: u64,
+    /// How long a request waits for another request's fetch of the same key.
+    pub coalesce_timeout: Duration,
+    /// How long a key whose response was not storable sends requests straight upstream.
+    pub hit_for_miss: Duration,
+    /// Add `X-Cache: HIT|MISS`.
+    pub x_cache: bool,
+    /// The cache's name in `Cache-Status` (RFC 9211 §2).
+    pub name: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            capacity: 256 << 20,
+            max_object_size: 8 << 20,
+            coalesce_timeout: Duration::from_secs(5),
+            hit_for_miss: Duration::from_secs(30),
+            x_cache: false,
+            name: "sluice".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

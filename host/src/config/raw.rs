@@ -23,6 +23,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     pub policy: Option<RawPolicy>,
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub capacity: Option<bytesize::ByteSize>,
+    pub max_object_size: Option<bytesize::ByteSize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub coalesce_timeout: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub hit_for_miss: Option<std::time::Duration>,
+    pub x_cache: Option<bool>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

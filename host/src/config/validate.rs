@@ -233,6 +233,8 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         Some(p) => policy(p, cx)?,
     };
 
+    let cache = raw.cache.map(|c| cache(c, cx)).transpose()?;
+
     Ok(Config {
         listeners,
         pools,
@@ -242,6 +244,57 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         admin,
         log,
         policy,
+        cache,
+    })
+}
+
+fn cache(c: super::raw::RawCache, cx: &Ctx) -> Result<CacheConfig, ConfigError> {
+    let d = CacheConfig::default();
+    let capacity = c.capacity.map_or(d.capacity, |b| b.as_u64());
+    if capacity < 64 << 10 {
+        return Err(cx.err("cache.capacity", "must be at least 64KiB"));
+    }
+    let max_object_size = c
+        .max_object_size
+        .map_or(d.max_object_size.min(capacity / 8), |b| b.as_u64());
+    if max_object_size == 0 {
+        return Err(cx.err("cache.max_object_size", "must be greater than zero"));
+    }
+    // The store is split into shards that each hold a share of the capacity; an object must
+    // fit in one (see cache::store::shards_for).
+    if max_object_size > capacity / 8 {
+        return Err(cx.err(
+            "cache.max_object_size",
+            format!(
+                "{} is more than an eighth of cache.capacity ({}); raise the capacity or lower the limit",
+                bytesize::ByteSize(max_object_size),
+                bytesize::ByteSize(capacity)
+            ),
+        ));
+    }
+    let name = c.name.unwrap_or(d.name);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(cx.err(
+            "cache.name",
+            format!("\"{name}\" must be a non-empty token of letters, digits, '-', '.', '_'"),
+        ));
+    }
+    Ok(CacheConfig {
+        capacity,
+        max_object_size,
+        coalesce_timeout: positive(
+            c.coalesce_timeout,
+            d.coalesce_timeout,
+            "cache.coalesce_timeout",
+            cx,
+        )?,
+        hit_for_miss: c.hit_for_miss.unwrap_or(d.hit_for_miss),
+        x_cache: c.x_cache.unwrap_or(false),
+        name,
     })
 }
 

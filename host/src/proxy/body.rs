@@ -205,6 +205,8 @@ pub struct ResponseBody {
     finished: bool,
     failed: bool,
     on_complete: Option<Box<dyn OnComplete>>,
+    /// Stores the body in the cache as it streams by.
+    fill: Option<crate::cache::Fill>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -242,7 +244,13 @@ impl ResponseBody {
             finished: false,
             failed: false,
             on_complete: None,
+            fill: None,
         }
+    }
+
+    /// Copies the body into the cache as it is sent; stored if it ends complete.
+    pub fn fill(&mut self, fill: crate::cache::Fill) {
+        self.fill = Some(fill);
     }
 
     /// Keeps `held` until the body is done.
@@ -268,6 +276,9 @@ impl ResponseBody {
             }
         }
         self.held = None;
+        if let Some(fill) = self.fill.take() {
+            fill.end(finished);
+        }
         if let Some(mut hook) = self.on_complete.take() {
             hook.complete(self.bytes, finished);
         }
@@ -307,6 +318,9 @@ impl Body for ResponseBody {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     this.bytes += d.len() as u64;
+                    if let Some(fill) = &mut this.fill {
+                        fill.data(d);
+                    }
                 }
             }
             Some(Err(_)) => {

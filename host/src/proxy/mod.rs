@@ -8,6 +8,7 @@
 
 mod attempt;
 pub mod body;
+mod cached;
 pub mod connection;
 pub mod error;
 pub mod headers;
@@ -15,8 +16,10 @@ mod log;
 mod upgrade;
 pub mod upstream;
 
+use crate::cache::{self, Cache};
 use crate::config::{Config, FailMode, Limits, ProxySettings, Timeouts, UpstreamProtocol};
 use crate::policy::{Decision, Forward, LocalResponse, PolicyRequest, PolicyRuntime, Verdict};
+use attempt::Answer;
 use body::{BodyTooLarge, RequestBody, ResponseBody};
 use connection::SendError;
 use error::{ErrorKind, ProxyError};
@@ -68,6 +71,46 @@ impl ViaValues {
     }
 }
 
+/// Where and how a request goes upstream; owned, so a background revalidation can use it
+/// after the client's request is done.
+#[derive(Clone)]
+struct Route {
+    pool: Arc<Pool>,
+    named: Option<usize>,
+    key: Option<Vec<u8>>,
+    algorithm: Option<crate::balance::Algorithm>,
+    client: std::net::IpAddr,
+    fixed_authority: Option<http::uri::Authority>,
+    retries: u32,
+    timeout: std::time::Duration,
+}
+
+impl Route {
+    async fn send(&self, req: Request<RequestBody>) -> Result<Answer, ProxyError> {
+        attempt::Attempts {
+            pool: &self.pool,
+            named: self.named,
+            key: self.key.as_deref(),
+            algorithm: self.algorithm,
+            client: self.client,
+            fixed_authority: self.fixed_authority.as_ref(),
+            retries: self.retries,
+            idempotent: attempt::is_idempotent(req.method()),
+            timeout: self.timeout,
+        }
+        .run(req)
+        .await
+    }
+}
+
+/// A forwarded request's route and what its response needs at the end.
+#[derive(Clone)]
+struct Outbound {
+    route: Route,
+    response_edits: Vec<crate::policy::HeaderEdit>,
+    client_version: Version,
+}
+
 /// Everything a request needs, built once per configuration.
 pub struct Proxy {
     pools: Arc<PoolTable>,
@@ -77,13 +120,20 @@ pub struct Proxy {
     limits: Limits,
     access_log: bool,
     via: ViaValues,
+    cache: Option<Arc<Cache>>,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, pools: Arc<PoolTable>, policy: Arc<PolicyRuntime>) -> Proxy {
+    pub fn new(
+        config: &Config,
+        pools: Arc<PoolTable>,
+        policy: Arc<PolicyRuntime>,
+        cache: Option<Arc<Cache>>,
+    ) -> Proxy {
         Proxy {
             pools,
             policy,
+            cache,
             via: ViaValues::new(&config.proxy.via_name),
             settings: config.proxy.clone(),
             timeouts: config.timeouts,
@@ -124,7 +174,7 @@ impl Proxy {
     }
 
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
     ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
@@ -170,6 +220,12 @@ impl Proxy {
             ),
             None => None,
         };
+        // The cache key names the resource the client asked for, so it is taken before a
+        // rewrite changes the target.
+        let url = self
+            .cache
+            .as_ref()
+            .map(|_| cache::key::default_key(conn.tls, authority.as_ref(), &parts.uri));
         if let Some(target) = forward.rewrite.take() {
             parts.uri = Uri::from(target);
         }
@@ -204,6 +260,17 @@ impl Proxy {
             (None, Some(a), true) => Some(a.clone()),
             _ => None,
         };
+        // What the cache needs of the request, as the origin will see it (after the policy's
+        // edits, before the forwarding headers).
+        let cached = match (&self.cache, url) {
+            (Some(c), Some(url)) if upgrade.is_none() => Some(cached::CacheRequest::new(
+                c.clone(),
+                url,
+                std::mem::take(&mut forward.cache),
+                &parts,
+            )),
+            _ => None,
+        };
         self.rewrite_request_headers(&mut parts, &pool, &hop, authority.as_ref(), conn);
 
         let mut client_upgrade = None;
@@ -231,26 +298,35 @@ impl Proxy {
             }
             None => RequestBody::new(body, self.limits.max_request_body),
         };
-        let attempts = attempt::Attempts {
-            pool: &pool,
+        let route = Route {
+            pool,
             named,
-            key: forward.hash_key.as_deref(),
+            key: forward.hash_key.take(),
             algorithm: forward.algorithm,
             client: conn.client.ip(),
-            fixed_authority: fixed_authority.as_ref(),
+            fixed_authority,
             retries,
-            idempotent: attempt::is_idempotent(&parts.method),
             timeout: self.timeouts.upstream_response,
         };
-        let attempt::Answer {
+        let out = Outbound {
+            route,
+            response_edits: std::mem::take(&mut forward.response_edits),
+            client_version,
+        };
+        if let Some(c) = cached {
+            return self
+                .through_cache(c, out, Request::from_parts(parts, body))
+                .await;
+        }
+
+        let Answer {
             response: resp,
             conn: upstream_conn,
             endpoint,
             held,
-        } = attempts.run(Request::from_parts(parts, body)).await?;
-
+        } = out.route.send(Request::from_parts(parts, body)).await?;
         let (mut rp, incoming) = resp.into_parts();
-        let body = if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             let (Some(client_upgrade), Some(upstream_upgrade)) = (
                 client_upgrade,
                 rp.extensions.remove::<hyper::upgrade::OnUpgrade>(),
@@ -262,21 +338,38 @@ impl Proxy {
             };
             upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, conn.activity.clone());
             // `Connection: upgrade` and `Upgrade` are what a 101 is about: kept as received.
-            ResponseBody::empty()
-        } else {
-            headers::strip_hop_by_hop(&mut rp.headers);
-            ResponseBody::upstream(incoming, upstream_conn, self.timeouts.upstream_response)
-        };
-        let mut body = body;
+            let mut body = ResponseBody::empty();
+            body.hold(held);
+            self.finish(&out, &mut rp);
+            return Ok((Response::from_parts(rp, body), Some(endpoint)));
+        }
+        let mut body = self.upstream_body(&mut rp, incoming, upstream_conn);
         body.hold(held);
-        for edit in &forward.response_edits {
+        self.finish(&out, &mut rp);
+        Ok((Response::from_parts(rp, body), Some(endpoint)))
+    }
+
+    /// An upstream response's body, its head stripped of hop-by-hop fields.
+    fn upstream_body(
+        &self,
+        rp: &mut http::response::Parts,
+        incoming: Incoming,
+        conn: Option<connection::PooledConn>,
+    ) -> ResponseBody {
+        headers::strip_hop_by_hop(&mut rp.headers);
+        ResponseBody::upstream(incoming, conn, self.timeouts.upstream_response)
+    }
+
+    /// What every response to a forwarded request gets last, wherever it came from (an
+    /// upstream or the cache): the policy's response edits, `Via`, the client's version.
+    fn finish(&self, out: &Outbound, rp: &mut http::response::Parts) {
+        for edit in &out.response_edits {
             edit.apply(&mut rp.headers);
         }
         if self.settings.via {
             headers::add_via(&mut rp.headers, self.via.for_version(rp.version));
         }
-        rp.version = client_version;
-        Ok((Response::from_parts(rp, body), Some(endpoint)))
+        rp.version = out.client_version;
     }
 
     /// `Host`/`:authority`, `TE`, `X-Forwarded-*` and `Via` for the upstream request.

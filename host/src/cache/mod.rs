@@ -1,0 +1,409 @@
+//! The HTTP cache: a quick_cache store weighed in bytes, RFC 9111 freshness and validation,
+//! request coalescing, and purge.
+//!
+//! - [`key`]: the default key (normalised URL); a policy may set its own.
+//! - [`directives`]: `Cache-Control`, dates, `Age`.
+//! - [`object`]: storability, freshness and age of a stored response.
+//! - this file: the store (one entry per key holding its `Vary` variants), in-flight fetches
+//!   (coalescing), hit-for-miss markers, purge and stats.
+//!
+//! What the cache does to a request (lookup, revalidation, stale-*, conditional requests,
+//! ranges) is in `proxy/cached.rs`; this module never touches a socket.
+
+pub mod directives;
+pub mod key;
+pub mod object;
+#[cfg(test)]
+mod tests;
+
+use crate::config::CacheConfig;
+use bytes::Bytes;
+use http::HeaderMap;
+use object::{Meta, Object};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Variants kept per key (different `Vary` selections); the oldest goes first.
+const MAX_VARIANTS: usize = 8;
+
+/// What the store holds under one key.
+#[derive(Clone)]
+enum Entry {
+    /// Newest first.
+    Objects(Arc<[Arc<Object>]>),
+    /// The last response for this key was not storable: until then, do not coalesce.
+    Uncacheable(Instant),
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl quick_cache::Weighter<Bytes, Entry> for Weigh {
+    fn weight(&self, key: &Bytes, e: &Entry) -> u64 {
+        match e {
+            Entry::Objects(list) => list.iter().map(|o| o.weight()).sum(),
+            Entry::Uncacheable(_) => key.len() as u64 + 64,
+        }
+    }
+}
+
+/// Counts evictions (capacity pressure, not purges or replacements).
+#[derive(Clone)]
+struct Evictions(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<Bytes, Entry> for Evictions {
+    type RequestState = ();
+    fn on_evict(&self, _: &mut (), _key: Bytes, _val: Entry) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Store =
+    quick_cache::sync::Cache<Bytes, Entry, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
+
+/// Counters reported by `GET /stats`.
+#[derive(Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub revalidations: AtomicU64,
+    pub not_modified: AtomicU64,
+    pub coalesced_waits: AtomicU64,
+    pub coalesce_timeouts: AtomicU64,
+    pub stores: AtomicU64,
+    pub purged: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub hit_for_miss: AtomicU64,
+    pub bypasses: AtomicU64,
+}
+
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a lookup found for a request.
+pub enum Lookup {
+    /// Nothing under the key.
+    Miss,
+    /// Objects under the key, none selected by this request's `Vary` fields.
+    VaryMiss,
+    /// The key's last response was not storable (hit-for-miss).
+    Uncacheable,
+    Found(Arc<Object>),
+}
+
+/// The process's HTTP cache. Lives across config reloads.
+pub struct Cache {
+    store: Store,
+    flights: Mutex<HashMap<Bytes, watch::Receiver<()>>>,
+    evictions: Arc<AtomicU64>,
+    pub stats: Stats,
+    pub config: CacheConfig,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Shards for the store: quick_cache splits capacity evenly between shards and refuses an
+/// item heavier than one shard, so there are at most `capacity / max_object_size` of them
+/// (config validation keeps that at 8 or more).
+fn shards_for(c: &CacheConfig) -> usize {
+    let fit = (c.capacity / c.max_object_size.max(1)).max(1);
+    let parallel = std::thread::available_parallelism().map_or(4, |n| n.get() * 4) as u64;
+    let n = fit.min(parallel).min(64);
+    // A power of two not above n.
+    (1u64 << (63 - n.leading_zeros())) as usize
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig) -> Cache {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let options = quick_cache::OptionsBuilder::new()
+            .weight_capacity(config.capacity)
+            // A guess for the index size: 8 KiB per object on average.
+            .estimated_items_capacity((config.capacity / 8192).clamp(64, 1 << 20) as usize)
+            .shards(shards_for(&config))
+            .build()
+            .expect("valid quick_cache options");
+        Cache {
+            store: Store::with_options(
+                options,
+                Weigh,
+                Default::default(),
+                Evictions(evictions.clone()),
+            ),
+            flights: Mutex::new(HashMap::new()),
+            evictions,
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Finds the stored response `request_headers` select under `key`.
+    pub fn lookup(&self, key: &[u8], request_headers: &HeaderMap) -> Lookup {
+        match self.store.get(key) {
+            None => Lookup::Miss,
+            Some(Entry::Uncacheable(until)) if until > Instant::now() => Lookup::Uncacheable,
+            Some(Entry::Uncacheable(_)) => Lookup::Miss,
+            Some(Entry::Objects(list)) => list
+                .iter()
+                .find(|o| o.vary.matches(request_headers))
+                .map_or(Lookup::VaryMiss, |o| Lookup::Found(o.clone())),
+        }
+    }
+
+    /// The newest stored variant under `key`, without counting as a use (for the guest's
+    /// `cache.peek`).
+    pub fn peek(&self, key: &[u8]) -> Option<Arc<Object>> {
+        match self.store.peek(key) {
+            Some(Entry::Objects(list)) => list.first().cloned(),
+            _ => None,
+        }
+    }
+
+    /// Stores `object` under `key`, keeping the other variants of the key that the same
+    /// `Vary` fields select differently. (Two variants stored at the same moment can lose
+    /// one of them: the next request for it is a miss, nothing worse.)
+    pub fn insert(&self, key: Bytes, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        let mut list = vec![object.clone()];
+        if let Some(Entry::Objects(old)) = self.store.peek(&key) {
+            list.extend(
+                old.iter()
+                    .filter(|o| o.same_vary_fields(&object) && o.vary != object.vary)
+                    .take(MAX_VARIANTS - 1)
+                    .cloned(),
+            );
+        }
+        self.store.insert(key, Entry::Objects(list.into()));
+        bump(&self.stats.stores);
+        object
+    }
+
+    /// Remembers that `key`'s response was not storable, so requests for it stop waiting on
+    /// each other. Never replaces stored objects (another variant may still be good).
+    pub fn mark_uncacheable(&self, key: &[u8]) {
+        if self.config.hit_for_miss.is_zero() {
+            return;
+        }
+        if matches!(self.store.peek(key), Some(Entry::Objects(_))) {
+            return;
+        }
+        let until = Instant::now() + self.config.hit_for_miss;
+        self.store
+            .insert(Bytes::copy_from_slice(key), Entry::Uncacheable(until));
+    }
+
+    /// Joins the fetch of `key` already under way, or starts one: `Ok(Leader)` while this
+    /// request fetches (dropping it wakes the waiters), `Err(receiver)` to wait on.
+    pub fn join(self: &Arc<Self>, key: &[u8]) -> Result<Leader, watch::Receiver<()>> {
+        let mut flights = self.flights.lock().expect("flights lock");
+        if let Some(rx) = flights.get(key) {
+            if rx.has_changed().is_ok() {
+                return Err(rx.clone());
+            }
+        }
+        let (tx, rx) = watch::channel(());
+        let key = Bytes::copy_from_slice(key);
+        flights.insert(key.clone(), rx);
+        Ok(Leader {
+            cache: self.clone(),
+            key,
+            _tx: tx,
+        })
+    }
+
+    /// Waits until the fetch `rx` belongs to is over; false after `coalesce_timeout`.
+    pub async fn wait(&self, mut rx: watch::Receiver<()>) -> bool {
+        bump(&self.stats.coalesced_waits);
+        // The sender is dropped when the leader is done: `changed` then returns an error.
+        let done = tokio::time::timeout(self.config.coalesce_timeout, async {
+            while rx.changed().await.is_ok() {}
+        })
+        .await
+        .is_ok();
+        if !done {
+            bump(&self.stats.coalesce_timeouts);
+        }
+        done
+    }
+
+    /// Removes the entries `pred` selects (hard) or marks their objects stale (soft).
+    /// Returns how many objects it touched.
+    pub fn purge(&self, soft: bool, pred: impl Fn(&[u8], &Object) -> bool) -> u64 {
+        let n = AtomicU64::new(0);
+        if soft {
+            for (key, entry) in self.store.iter() {
+                if let Entry::Objects(list) = entry {
+                    for o in list.iter().filter(|o| pred(&key, o)) {
+                        o.invalidate();
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        } else {
+            self.store.retain(|key, entry| match entry {
+                Entry::Objects(list) => {
+                    let hit = list.iter().filter(|o| pred(key, o)).count() as u64;
+                    n.fetch_add(hit, Ordering::Relaxed);
+                    hit == 0
+                }
+                Entry::Uncacheable(_) => true,
+            });
+        }
+        let n = n.into_inner();
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Purges one key (all its variants). Returns how many objects it touched.
+    pub fn purge_key(&self, key: &[u8], soft: bool) -> u64 {
+        let n = match self.store.peek(key) {
+            Some(Entry::Objects(list)) if soft => {
+                list.iter().for_each(|o| o.invalidate());
+                list.len() as u64
+            }
+            Some(Entry::Objects(_)) => self.store.remove(key).map_or(0, |(_, e)| match e {
+                Entry::Objects(list) => list.len() as u64,
+                Entry::Uncacheable(_) => 0,
+            }),
+            _ => 0,
+        };
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Invalidates `key` after an unsafe request changed its resource (RFC 9111 §4.4).
+    pub fn invalidate(&self, key: &[u8]) {
+        if self.store.remove(key).is_some() {
+            bump(&self.stats.invalidations);
+        }
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "entries": self.store.len(),
+            "bytes": self.store.weight(),
+            "capacity": self.config.capacity,
+            "hits": g(&s.hits),
+            "misses": g(&s.misses),
+            "stale_served": g(&s.stale_served),
+            "revalidations": g(&s.revalidations),
+            "not_modified": g(&s.not_modified),
+            "coalesced_waits": g(&s.coalesced_waits),
+            "coalesce_timeouts": g(&s.coalesce_timeouts),
+            "evictions": g(&self.evictions),
+            "stores": g(&s.stores),
+            "purged": g(&s.purged),
+            "invalidations": g(&s.invalidations),
+            "hit_for_miss": g(&s.hit_for_miss),
+            "bypasses": g(&s.bypasses),
+        })
+    }
+
+    /// The total weight of the store, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.store.weight()
+    }
+}
+
+/// The request fetching a key for everyone waiting on it. Dropping it ends the flight.
+pub struct Leader {
+    cache: Arc<Cache>,
+    key: Bytes,
+    _tx: watch::Sender<()>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.lock().expect("flights lock");
+        flights.remove(&self.key);
+    }
+}
+
+/// Collects a response body as it streams to the client, and stores the object when the
+/// body ends complete and within `max_object_size`.
+pub struct Fill {
+    cache: Arc<Cache>,
+    key: Bytes,
+    meta: Option<Meta>,
+    chunks: Vec<Bytes>,
+    size: u64,
+    /// Ends the flight once the object is stored (or given up).
+    leader: Option<Leader>,
+}
+
+impl Fill {
+    pub fn new(cache: Arc<Cache>, key: Bytes, meta: Meta, leader: Option<Leader>) -> Fill {
+        Fill {
+            cache,
+            key,
+            meta: Some(meta),
+            chunks: Vec::new(),
+            size: 0,
+            leader,
+        }
+    }
+
+    /// One body chunk.
+    pub fn data(&mut self, chunk: &Bytes) {
+        if self.meta.is_none() {
+            return;
+        }
+        self.size += chunk.len() as u64;
+        if self.size > self.cache.config.max_object_size {
+            // Too large after all (no or a wrong Content-Length): pass it through.
+            self.meta = None;
+            self.chunks = Vec::new();
+            self.cache.mark_uncacheable(&self.key);
+            return;
+        }
+        self.chunks.push(chunk.clone());
+    }
+
+    /// The body ended; `complete` when it was read to its end without error.
+    pub fn end(mut self, complete: bool) {
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
+        if !complete {
+            return;
+        }
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.pop().expect("one chunk"),
+            _ => {
+                let mut all = Vec::with_capacity(self.size as usize);
+                for c in &self.chunks {
+                    all.extend_from_slice(c);
+                }
+                Bytes::from(all)
+            }
+        };
+        let object = Object::new(meta, body, self.key.len());
+        self.cache.insert(self.key.clone(), object);
+        drop(self.leader.take());
+    }
+}
+
+impl std::fmt::Debug for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fill").field("size", &self.size).finish()
+    }
+}
+
+/// How long a stored object may still be served stale under a window (seconds).
+pub fn within(staleness: Duration, window: Option<u64>) -> bool {
+    window.is_some_and(|w| staleness <= Duration::from_secs(w))
+}

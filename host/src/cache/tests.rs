@@ -1,0 +1,392 @@
+//! Unit tests of the RFC 9111 rules that need no sockets: directive and date parsing,
+//! storability, freshness lifetime and age. The pipeline (lookup, validation, coalescing,
+//! purge) is tested end to end in `tests/tests/cache.rs`.
+
+use super::directives::*;
+use super::object::*;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use std::time::{Duration, Instant, SystemTime};
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (n, v) in pairs {
+        h.append(
+            http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn get() -> RequestFacts {
+    RequestFacts {
+        method: Method::GET,
+        authorization: false,
+        directives: RequestDirectives::default(),
+    }
+}
+
+fn evaluate(status: u16, pairs: &[(&str, &str)]) -> Result<Meta, NotStored> {
+    evaluate_with(&get(), status, pairs, None)
+}
+
+fn evaluate_with(
+    req: &RequestFacts,
+    status: u16,
+    pairs: &[(&str, &str)],
+    ttl: Option<u32>,
+) -> Result<Meta, NotStored> {
+    Meta::evaluate(
+        req,
+        &HeaderMap::new(),
+        StatusCode::from_u16(status).unwrap(),
+        &headers(pairs),
+        ttl,
+        "http://h:80/",
+        Exchange::now(),
+    )
+}
+
+fn lifetime(status: u16, pairs: &[(&str, &str)]) -> u64 {
+    evaluate(status, pairs).expect("storable").lifetime
+}
+
+fn date_ago(secs: u64) -> String {
+    httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(secs))
+}
+
+#[test]
+fn quoted_strings_keep_their_commas() {
+    let d = parse([&HeaderValue::from_static(
+        r#"no-cache="set-cookie, x-a", max-age=60"#,
+    )]);
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].name, "no-cache");
+    assert_eq!(d[0].value.as_deref(), Some("set-cookie, x-a"));
+    assert_eq!(d[1].value.as_deref(), Some("60"));
+    let r = ResponseDirectives::parse(&headers(&[(
+        "cache-control",
+        r#"no-cache="set-cookie, x-a", max-age=60"#,
+    )]));
+    assert_eq!(
+        r.no_cache,
+        Qualified::Fields(vec![
+            http::header::SET_COOKIE,
+            http::header::HeaderName::from_static("x-a")
+        ])
+    );
+}
+
+#[test]
+fn names_are_case_insensitive_and_lines_combine() {
+    let r = ResponseDirectives::parse(&headers(&[
+        ("cache-control", "Max-Age=5"),
+        ("cache-control", "MUST-REVALIDATE"),
+    ]));
+    assert_eq!(r.max_age, Some(Some(5)));
+    assert!(r.must_revalidate);
+}
+
+#[test]
+fn delta_seconds_are_strict() {
+    assert_eq!(delta_seconds("60"), Some(60));
+    assert_eq!(delta_seconds("99999999999999999999"), Some(DELTA_MAX));
+    assert_eq!(delta_seconds("-1"), None);
+    assert_eq!(delta_seconds("1.5"), None);
+    assert_eq!(delta_seconds(""), None);
+    // Quoted values are accepted (RFC 9111 §5.2: recipients SHOULD accept both forms).
+    assert_eq!(lifetime(200, &[("cache-control", r#"max-age="60""#)]), 60);
+    // Overflow is 2^31, not 0 or a wrap-around.
+    assert_eq!(
+        lifetime(200, &[("cache-control", "max-age=99999999999999999999")]),
+        DELTA_MAX
+    );
+}
+
+#[test]
+fn malformed_or_conflicting_freshness_is_stale() {
+    let etag = ("etag", "\"v1\"");
+    for cc in [
+        "max-age=abc",
+        "max-age=-5",
+        "max-age",
+        "max-age=10, max-age=20",
+    ] {
+        assert_eq!(lifetime(200, &[("cache-control", cc), etag]), 0, "{cc}");
+    }
+    // The same value twice is not a conflict.
+    assert_eq!(
+        lifetime(200, &[("cache-control", "max-age=10, max-age=10")]),
+        10
+    );
+    // A malformed member does not hide the others...
+    assert_eq!(lifetime(200, &[("cache-control", "a b, max-age=10")]), 10);
+    // ...but an unterminated quoted string runs to the end of the line.
+    assert_eq!(
+        lifetime(
+            200,
+            &[("cache-control", "foo=\"unterminated, max-age=10"), etag]
+        ),
+        0
+    );
+}
+
+#[test]
+fn precedence_s_maxage_max_age_expires_heuristic() {
+    let expires = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(500));
+    assert_eq!(
+        lifetime(
+            200,
+            &[
+                ("cache-control", "max-age=100, s-maxage=200"),
+                ("expires", &expires)
+            ]
+        ),
+        200
+    );
+    assert_eq!(
+        lifetime(
+            200,
+            &[("cache-control", "max-age=100"), ("expires", &expires)]
+        ),
+        100
+    );
+    let l = lifetime(200, &[("expires", &expires)]);
+    assert!((498..=500).contains(&l), "{l}");
+    let now = httpdate::fmt_http_date(SystemTime::now());
+    assert_eq!(
+        lifetime(200, &[("date", &now), ("last-modified", &date_ago(10_000))]),
+        1000
+    );
+}
+
+#[test]
+fn expires_invalid_means_stale_and_all_date_formats_parse() {
+    let etag = ("etag", "\"v\"");
+    assert_eq!(lifetime(200, &[("expires", "0"), etag]), 0);
+    assert_eq!(lifetime(200, &[("expires", "tomorrow"), etag]), 0);
+    // Two different Expires: stale (RFC 9111 §4.2.1).
+    let a = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(100));
+    let b = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(200));
+    assert_eq!(lifetime(200, &[("expires", &a), ("expires", &b), etag]), 0);
+    // RFC 850 and asctime forms are valid HTTP-dates (RFC 9110 §5.6.7).
+    let d = headers(&[("expires", "Sunday, 06-Nov-94 08:49:37 GMT")]);
+    assert!(date(&d, &http::header::EXPIRES).unwrap().is_some());
+    let d = headers(&[("expires", "Sun Nov  6 08:49:37 1994")]);
+    assert!(date(&d, &http::header::EXPIRES).unwrap().is_some());
+}
+
+#[test]
+fn heuristic_only_for_heuristically_cacheable_statuses() {
+    let lm = ("last-modified", date_ago(10_000));
+    let pairs = [(lm.0, lm.1.as_str())];
+    assert!(lifetime(200, &pairs) > 0);
+    assert!(lifetime(404, &pairs) > 0);
+    assert_eq!(evaluate(302, &pairs).unwrap_err(), "no freshness");
+    assert_eq!(evaluate(500, &pairs).unwrap_err(), "no freshness");
+    // With explicit freshness any final status is storable.
+    assert_eq!(lifetime(302, &[("cache-control", "max-age=30")]), 30);
+}
+
+#[test]
+fn what_is_never_stored() {
+    assert_eq!(
+        evaluate(200, &[("cache-control", "no-store, max-age=60")]).unwrap_err(),
+        "no-store"
+    );
+    assert_eq!(
+        evaluate(200, &[("cache-control", "private, max-age=60")]).unwrap_err(),
+        "private"
+    );
+    assert_eq!(
+        evaluate(206, &[("cache-control", "max-age=60")]).unwrap_err(),
+        "partial"
+    );
+    assert_eq!(
+        evaluate(200, &[("cache-control", "max-age=60"), ("vary", "*")]).unwrap_err(),
+        "vary *"
+    );
+    assert_eq!(
+        evaluate(
+            200,
+            &[("cache-control", "max-age=60"), ("set-cookie", "a=b")]
+        )
+        .unwrap_err(),
+        "set-cookie"
+    );
+    assert!(
+        evaluate(
+            200,
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "a=b")
+            ]
+        )
+        .is_ok()
+    );
+    // must-understand lets a cache that understands the status ignore no-store.
+    assert!(
+        evaluate(
+            200,
+            &[("cache-control", "no-store, must-understand, max-age=5")]
+        )
+        .is_ok()
+    );
+    // Stale on arrival with no validator and no stale-* window: useless to store.
+    assert_eq!(
+        evaluate(200, &[("cache-control", "max-age=0")]).unwrap_err(),
+        "stale on arrival"
+    );
+    let head = RequestFacts {
+        method: Method::HEAD,
+        ..get()
+    };
+    assert!(evaluate_with(&head, 200, &[("cache-control", "max-age=5")], None).is_err());
+}
+
+#[test]
+fn private_with_fields_strips_them() {
+    let m = evaluate(
+        200,
+        &[
+            ("cache-control", "private=\"x-user\", max-age=60"),
+            ("x-user", "alice"),
+            ("x-other", "1"),
+        ],
+    )
+    .unwrap();
+    assert!(!m.headers.contains_key("x-user"));
+    assert!(m.headers.contains_key("x-other"));
+}
+
+#[test]
+fn authorization_needs_permission() {
+    let auth = RequestFacts {
+        authorization: true,
+        ..get()
+    };
+    let cc = |v: &'static str| [("cache-control", v)];
+    assert_eq!(
+        evaluate_with(&auth, 200, &cc("max-age=60"), None).unwrap_err(),
+        "authorization"
+    );
+    for ok in [
+        "public, max-age=60",
+        "s-maxage=60",
+        "max-age=60, must-revalidate",
+    ] {
+        assert!(evaluate_with(&auth, 200, &cc(ok), None).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn proxy_revalidate_is_fresh_but_never_served_stale() {
+    let m = evaluate(200, &[("cache-control", "max-age=60, proxy-revalidate")]).unwrap();
+    assert_eq!(m.lifetime, 60);
+    assert!(m.directives.forbids_stale());
+}
+
+#[test]
+fn ttl_override_replaces_lifetime_not_privacy() {
+    let m = evaluate_with(&get(), 200, &[("cache-control", "max-age=0")], Some(120)).unwrap();
+    assert_eq!(m.lifetime, 120);
+    // Statuses without freshness become storable...
+    assert!(evaluate_with(&get(), 500, &[], Some(5)).is_ok());
+    // ...but never what must stay private.
+    assert!(evaluate_with(&get(), 200, &[("cache-control", "no-store")], Some(5)).is_err());
+    assert!(evaluate_with(&get(), 200, &[("cache-control", "private")], Some(5)).is_err());
+}
+
+#[test]
+fn age_is_the_larger_of_apparent_and_corrected() {
+    // Age header 100: corrected_age_value wins.
+    let m = evaluate(200, &[("cache-control", "max-age=600"), ("age", "100")]).unwrap();
+    assert_eq!(m.initial_age, 100);
+    // Date 300 s ago: apparent age wins.
+    let m = evaluate(
+        200,
+        &[
+            ("cache-control", "max-age=600"),
+            ("age", "100"),
+            ("date", &date_ago(300)),
+        ],
+    )
+    .unwrap();
+    assert!((299..=301).contains(&m.initial_age), "{}", m.initial_age);
+    // An invalid Age is ignored.
+    let m = evaluate(200, &[("cache-control", "max-age=600"), ("age", "x")]).unwrap();
+    assert_eq!(m.initial_age, 0);
+    let o = Object::new(m, bytes::Bytes::new(), 1);
+    assert!(o.is_fresh(Instant::now()));
+    assert!(o.ttl(Instant::now()) > 590);
+}
+
+#[test]
+fn soft_purge_makes_stale_at_once() {
+    let m = evaluate(
+        200,
+        &[("cache-control", "max-age=600, stale-while-revalidate=30")],
+    )
+    .unwrap();
+    let o = Object::new(m, bytes::Bytes::from_static(b"x"), 1);
+    o.invalidate();
+    let now = Instant::now();
+    assert!(!o.is_fresh(now));
+    assert_eq!(o.ttl(now), 0);
+    assert_eq!(o.staleness(now), Duration::ZERO);
+}
+
+#[test]
+fn request_directives() {
+    let r = RequestDirectives::parse(&headers(&[(
+        "cache-control",
+        "max-age=5, max-stale, min-fresh=2, only-if-cached",
+    )]));
+    assert_eq!(r.max_age, Some(5));
+    assert_eq!(r.max_stale, Some(None));
+    assert_eq!(r.min_fresh, Some(2));
+    assert!(r.only_if_cached);
+    let r = RequestDirectives::parse(&headers(&[("cache-control", "max-stale=10")]));
+    assert_eq!(r.max_stale, Some(Some(10)));
+    // Pragma counts only without Cache-Control.
+    assert!(RequestDirectives::parse(&headers(&[("pragma", "no-cache")])).no_cache);
+    assert!(
+        !RequestDirectives::parse(&headers(&[
+            ("pragma", "no-cache"),
+            ("cache-control", "max-stale")
+        ]))
+        .no_cache
+    );
+    // Malformed: the strict reading.
+    let r = RequestDirectives::parse(&headers(&[("cache-control", "max-age=x, min-fresh=y")]));
+    assert_eq!(r.max_age, Some(0));
+    assert_eq!(r.min_fresh, Some(DELTA_MAX));
+}
+
+#[test]
+fn vary_selects_by_request_fields() {
+    let req = headers(&[("accept-encoding", "gzip")]);
+    let m = Meta::evaluate(
+        &get(),
+        &req,
+        StatusCode::OK,
+        &headers(&[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")]),
+        None,
+        "http://h:80/",
+        Exchange::now(),
+    )
+    .unwrap();
+    assert!(m.vary.matches(&req));
+    assert!(!m.vary.matches(&headers(&[("accept-encoding", "br")])));
+    assert!(!m.vary.matches(&HeaderMap::new()));
+}
+
+#[test]
+fn tags_from_both_headers() {
+    let t = tags_of(&headers(&[
+        ("surrogate-key", "a  b"),
+        ("cache-tag", "b, c,,d"),
+    ]));
+    let t: Vec<&str> = t.iter().map(|s| &**s).collect();
+    assert_eq!(t, ["a", "b", "c", "d"]);
+}

@@ -1,0 +1,757 @@
+//! The cache's part of the request pipeline: lookup, serving stored responses (with `Age`,
+//! `Cache-Status`, conditional requests, HEAD and ranges), coalescing misses, revalidation,
+//! stale-while-revalidate / stale-if-error, storing as the body streams, and invalidation
+//! after unsafe methods.
+//!
+//! Order for a GET or HEAD (RFC 9111 §4): select a stored response by key and `Vary`; if it
+//! may be used (fresh, or stale within what the client or the origin allows) serve it;
+//! otherwise go upstream, conditionally when it has validators, coalesced with concurrent
+//! requests for the same key; store what comes back if RFC 9111 §3 allows.
+
+use super::body::{RequestBody, ResponseBody};
+use super::error::ProxyError;
+use super::{Answer, Outbound, Proxy};
+use crate::cache::directives::{Qualified, RequestDirectives};
+use crate::cache::object::{Exchange, Meta, Object, RequestFacts};
+use crate::cache::{self, Cache, Fill, Leader, Lookup, bump};
+use crate::policy::CachePolicy;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+type Served = Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError>;
+
+/// A request's relation to the cache, fixed once the policy has decided.
+#[derive(Clone)]
+pub(super) struct CacheRequest {
+    cache: Arc<Cache>,
+    /// The normalised URL (the default key).
+    url: String,
+    key: Bytes,
+    policy: CachePolicy,
+    facts: Arc<RequestFacts>,
+}
+
+impl CacheRequest {
+    pub fn new(
+        cache: Arc<Cache>,
+        url: String,
+        mut policy: CachePolicy,
+        parts: &http::request::Parts,
+    ) -> Self {
+        let key = match policy.key.take() {
+            Some(k) => Bytes::from(k),
+            None => Bytes::from(url.clone()),
+        };
+        let lookup = parts.method == Method::GET || parts.method == Method::HEAD;
+        let facts = RequestFacts {
+            method: parts.method.clone(),
+            authorization: parts.headers.contains_key(header::AUTHORIZATION),
+            directives: if lookup {
+                RequestDirectives::parse(&parts.headers)
+            } else {
+                RequestDirectives::default()
+            },
+        };
+        CacheRequest {
+            cache,
+            url,
+            key,
+            policy,
+            facts: Arc::new(facts),
+        }
+    }
+}
+
+/// The `Cache-Status` field (RFC 9211) of one response.
+#[derive(Default, Clone, Copy)]
+struct Status {
+    hit: bool,
+    fwd: Option<&'static str>,
+    fwd_status: Option<u16>,
+    stored: bool,
+    ttl: Option<i64>,
+    collapsed: bool,
+    detail: Option<&'static str>,
+}
+
+impl Status {
+    fn fwd(why: &'static str) -> Status {
+        Status {
+            fwd: Some(why),
+            ..Status::default()
+        }
+    }
+
+    fn render(&self, name: &str) -> HeaderValue {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(64);
+        s.push_str(name);
+        if self.hit {
+            s.push_str("; hit");
+        } else if let Some(f) = self.fwd {
+            let _ = write!(s, "; fwd={f}");
+        }
+        if let Some(code) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={code}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if let Some(t) = self.ttl {
+            let _ = write!(s, "; ttl={t}");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(d) = self.detail {
+            let _ = write!(s, "; detail={d}");
+        }
+        HeaderValue::from_str(&s).expect("cache name is a validated token")
+    }
+}
+
+/// What a stored response can do for a request.
+enum Use {
+    Fresh,
+    /// Serve it stale without asking the origin; the detail says under which rule.
+    Stale(&'static str),
+    /// Go upstream (`fwd=` this).
+    Forward(&'static str),
+}
+
+fn usability(obj: &Object, req: &RequestDirectives, now: Instant) -> Use {
+    let fresh = obj.is_fresh(now) && obj.directives.no_cache != Qualified::All;
+    let fwd = if fresh { "request" } else { "stale" };
+    if req.no_cache {
+        return Use::Forward(fwd);
+    }
+    if let Some(max) = req.max_age {
+        // RFC 8246: a fresh immutable response is not revalidated because a client reloads.
+        if obj.age(now) > Duration::from_secs(max) && !(fresh && obj.directives.immutable) {
+            return Use::Forward(fwd);
+        }
+    }
+    if let Some(min) = req.min_fresh {
+        if obj.ttl(now) < min as i64 {
+            return Use::Forward(fwd);
+        }
+    }
+    if fresh {
+        return Use::Fresh;
+    }
+    if obj.directives.forbids_stale() {
+        return Use::Forward("stale");
+    }
+    let staleness = obj.staleness(now);
+    // A client's max-stale cannot override s-maxage (RFC 9111 §5.2.2.10: it implies
+    // proxy-revalidate).
+    if let Some(max) = req.max_stale {
+        if obj.directives.s_maxage.is_none()
+            && max.is_none_or(|m| staleness <= Duration::from_secs(m))
+        {
+            return Use::Stale("max-stale");
+        }
+    }
+    if cache::within(staleness, obj.directives.stale_while_revalidate) {
+        return Use::Stale("stale-while-revalidate");
+    }
+    Use::Forward("stale")
+}
+
+/// Whether `obj` may stand in for an upstream failure (RFC 5861 §4).
+fn stale_if_error(obj: &Object, req: &RequestDirectives, now: Instant) -> bool {
+    if obj.directives.forbids_stale() {
+        return false;
+    }
+    let staleness = obj.staleness(now);
+    cache::within(staleness, req.stale_if_error)
+        || cache::within(staleness, obj.directives.stale_if_error)
+}
+
+/// The statuses RFC 5861 counts as errors.
+fn is_error_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// Request fields that make a conditional or partial request.
+const CONDITIONALS: [HeaderName; 3] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+impl Proxy {
+    /// Forwards or serves a request through the cache.
+    pub(super) async fn through_cache(
+        self: &Arc<Self>,
+        c: CacheRequest,
+        out: Outbound,
+        req: Request<RequestBody>,
+    ) -> Served {
+        let method = req.method().clone();
+        if method != Method::GET && method != Method::HEAD {
+            let invalidating = method != Method::OPTIONS && method != Method::TRACE;
+            let (resp, endpoint) = self.pass(&c, &out, req, Status::fwd("method")).await?;
+            if invalidating && (resp.status().is_success() || resp.status().is_redirection()) {
+                self.invalidate_after_unsafe(&c, resp.headers());
+            }
+            return Ok((resp, endpoint));
+        }
+        if c.policy.bypass {
+            bump(&c.cache.stats.bypasses);
+            return self.pass(&c, &out, req, Status::fwd("bypass")).await;
+        }
+        let head = method == Method::HEAD;
+        let ranged = req.headers().contains_key(header::RANGE);
+        let dirs = &c.facts.directives;
+        let mut collapsed = false;
+        loop {
+            let now = Instant::now();
+            let (obj, why) = match c.cache.lookup(&c.key, req.headers()) {
+                Lookup::Found(obj)
+                    if c.facts.authorization && !obj.directives.allows_authorized() =>
+                {
+                    // RFC 9111 §3.5 protects what was stored for one user from another.
+                    let st = Status {
+                        detail: Some("authorization"),
+                        ..Status::fwd("request")
+                    };
+                    return self
+                        .fetch(&c, &out, req, None, None, st, !ranged && !head)
+                        .await;
+                }
+                Lookup::Found(obj) => match usability(&obj, dirs, now) {
+                    Use::Fresh => {
+                        bump(&c.cache.stats.hits);
+                        let st = Status {
+                            hit: true,
+                            collapsed,
+                            ..Status::default()
+                        };
+                        return Ok((self.serve(&c, &out, req.headers(), &obj, st, false), None));
+                    }
+                    Use::Stale(detail) => {
+                        bump(&c.cache.stats.stale_served);
+                        if detail == "stale-while-revalidate" {
+                            self.refresh_in_background(&c, &out, &req, obj.clone());
+                        }
+                        let st = Status {
+                            hit: true,
+                            collapsed,
+                            detail: Some(detail),
+                            ..Status::default()
+                        };
+                        return Ok((self.serve(&c, &out, req.headers(), &obj, st, false), None));
+                    }
+                    Use::Forward(why) => (Some(obj), why),
+                },
+                Lookup::Miss => (None, "uri-miss"),
+                Lookup::VaryMiss => (None, "vary-miss"),
+                Lookup::Uncacheable => {
+                    bump(&c.cache.stats.hit_for_miss);
+                    let st = Status {
+                        detail: Some("hit-for-miss"),
+                        ..Status::fwd("uri-miss")
+                    };
+                    return self
+                        .fetch(&c, &out, req, None, None, st, !ranged && !head)
+                        .await;
+                }
+            };
+            if dirs.only_if_cached {
+                return Ok((self.only_if_cached(&c, &out), None));
+            }
+            if obj.is_none() {
+                bump(&c.cache.stats.misses);
+            }
+            let st = Status::fwd(why);
+            // A HEAD or a range request cannot fill the cache: forward it as it is.
+            if head || ranged {
+                return self.fetch(&c, &out, req, None, None, st, false).await;
+            }
+            match c.cache.join(&c.key) {
+                Ok(leader) => return self.fetch(&c, &out, req, obj, Some(leader), st, true).await,
+                Err(rx) if !collapsed => {
+                    collapsed = true;
+                    if c.cache.wait(rx).await {
+                        continue;
+                    }
+                    let st = Status {
+                        detail: Some("coalesce-timeout"),
+                        ..st
+                    };
+                    return self.fetch(&c, &out, req, obj, None, st, true).await;
+                }
+                Err(_) => return self.fetch(&c, &out, req, obj, None, st, true).await,
+            }
+        }
+    }
+
+    /// Forwards without looking up or storing.
+    async fn pass(
+        &self,
+        c: &CacheRequest,
+        out: &Outbound,
+        req: Request<RequestBody>,
+        st: Status,
+    ) -> Served {
+        let answer = out.route.send(req).await?;
+        Ok(self.upstream_response(c, out, answer, st, None))
+    }
+
+    /// The response head and body from upstream, with the cache's header fields.
+    fn upstream_response(
+        &self,
+        c: &CacheRequest,
+        out: &Outbound,
+        answer: Answer,
+        st: Status,
+        fill: Option<Fill>,
+    ) -> (Response<ResponseBody>, Option<Arc<str>>) {
+        let (mut rp, incoming) = answer.response.into_parts();
+        let mut body = self.upstream_body(&mut rp, incoming, answer.conn);
+        body.hold(answer.held);
+        if let Some(f) = fill {
+            body.fill(f);
+        }
+        // Tags are for the cache, not for clients.
+        rp.headers.remove("surrogate-key");
+        rp.headers.remove("cache-tag");
+        self.mark(c, &mut rp.headers, st, false);
+        self.finish(out, &mut rp);
+        (Response::from_parts(rp, body), Some(answer.endpoint))
+    }
+
+    fn mark(&self, c: &CacheRequest, h: &mut HeaderMap, st: Status, from_store: bool) {
+        h.insert(
+            HeaderName::from_static("cache-status"),
+            st.render(&c.cache.config.name),
+        );
+        if c.cache.config.x_cache {
+            h.insert(
+                HeaderName::from_static("x-cache"),
+                HeaderValue::from_static(if from_store { "HIT" } else { "MISS" }),
+            );
+        }
+    }
+
+    /// Goes upstream for a request the store could not answer: conditionally when
+    /// `validating` has validators, storing the response when `store` and RFC 9111 allow.
+    /// `leader` (this request's claim on the key) is held until the object is stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        self: &Arc<Self>,
+        c: &CacheRequest,
+        out: &Outbound,
+        req: Request<RequestBody>,
+        validating: Option<Arc<Object>>,
+        leader: Option<Leader>,
+        mut st: Status,
+        store: bool,
+    ) -> Served {
+        let (mut parts, body) = req.into_parts();
+        let mut client = HeaderMap::new();
+        let mut request_headers = HeaderMap::new();
+        if store {
+            // Fetch the full response to fill the cache; the client's own conditions are
+            // answered from it afterwards.
+            for name in CONDITIONALS {
+                if let Some(v) = parts.headers.remove(&name) {
+                    client.insert(name, v);
+                }
+            }
+            if let Some(obj) = &validating {
+                if let Some(etag) = &obj.etag {
+                    parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+                }
+                if let Some(lm) = obj.headers.get(header::LAST_MODIFIED) {
+                    parts.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+                }
+                if obj.has_validator() {
+                    bump(&c.cache.stats.revalidations);
+                }
+            }
+            request_headers = parts.headers.clone();
+        }
+        let sent = Instant::now();
+        let result = out.route.send(Request::from_parts(parts, body)).await;
+        let when = Exchange {
+            request_sent: sent,
+            response_at: Instant::now(),
+            response_wall: SystemTime::now(),
+        };
+        let now = when.response_at;
+        let answer = match result {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(obj) =
+                    validating.filter(|o| stale_if_error(o, &c.facts.directives, now))
+                {
+                    tracing::debug!(error = %e, url = %c.url, "serving stale: stale-if-error");
+                    bump(&c.cache.stats.stale_served);
+                    let st = Status {
+                        detail: Some("stale-if-error"),
+                        ..Status::fwd("stale")
+                    };
+                    return Ok((self.serve(c, out, &client, &obj, st, false), None));
+                }
+                return Err(e);
+            }
+        };
+        let status = answer.response.status();
+        if st.fwd == Some("stale") || st.fwd == Some("request") {
+            st.fwd_status = Some(status.as_u16());
+        }
+        if let Some(obj) = &validating {
+            if status == StatusCode::NOT_MODIFIED && store {
+                bump(&c.cache.stats.not_modified);
+                let meta = Meta::refreshed(obj, answer.response.headers(), c.policy.ttl_secs, when);
+                let fresh = c.cache.insert(
+                    c.key.clone(),
+                    Object::new(meta, obj.body.clone(), c.key.len()),
+                );
+                drop(leader);
+                // The 304's (empty) body, read so the connection can be reused.
+                drop(self.upstream_response(c, out, answer, st, None));
+                st.stored = true;
+                return Ok((self.serve(c, out, &client, &fresh, st, true), None));
+            }
+            if is_error_status(status) && stale_if_error(obj, &c.facts.directives, now) {
+                bump(&c.cache.stats.stale_served);
+                drop(self.upstream_response(c, out, answer, st, None));
+                st.detail = Some("stale-if-error");
+                return Ok((self.serve(c, out, &client, obj, st, false), None));
+            }
+        }
+        let mut fill = None;
+        if store {
+            let too_large = answer
+                .response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > c.cache.config.max_object_size);
+            let evaluated = Meta::evaluate(
+                &c.facts,
+                &request_headers,
+                status,
+                answer.response.headers(),
+                c.policy.ttl_secs,
+                &c.url,
+                when,
+            );
+            match evaluated {
+                Ok(mut meta) if !too_large => {
+                    for t in &c.policy.tags {
+                        if !meta.tags.iter().any(|x| **x == **t) {
+                            meta.tags.push(t.as_str().into());
+                        }
+                    }
+                    st.stored = true;
+                    fill = Some(Fill::new(c.cache.clone(), c.key.clone(), meta, leader));
+                }
+                Ok(_) => c.cache.mark_uncacheable(&c.key),
+                // What this request asked, not what the resource is: others may store it.
+                Err("request no-store" | "authorization") => {}
+                Err(reason) => {
+                    tracing::trace!(url = %c.url, reason, "not storing");
+                    if validating.is_some() && !is_error_status(status) {
+                        // The origin no longer lets it be cached.
+                        c.cache.purge_key(&c.key, false);
+                    }
+                    c.cache.mark_uncacheable(&c.key);
+                }
+            }
+        }
+        let (mut resp, endpoint) = self.upstream_response(c, out, answer, st, fill);
+        if store && resp.status() == StatusCode::OK && not_modified(&client, resp.headers()) {
+            // The client already has it: answer 304 and finish filling the cache without it.
+            let body = std::mem::replace(resp.body_mut(), ResponseBody::empty());
+            tokio::spawn(drain(body));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            keep_304_fields(resp.headers_mut());
+        }
+        Ok((resp, endpoint))
+    }
+
+    /// A response from the store.
+    fn serve(
+        &self,
+        c: &CacheRequest,
+        out: &Outbound,
+        client: &HeaderMap,
+        obj: &Object,
+        mut st: Status,
+        validated: bool,
+    ) -> Response<ResponseBody> {
+        let now = Instant::now();
+        let mut rp = Response::new(()).into_parts().0;
+        rp.status = obj.status;
+        rp.headers = obj.headers.clone();
+        if !validated {
+            // `no-cache="field"`: those fields only go out with a validated response.
+            if let Qualified::Fields(fields) = &obj.directives.no_cache {
+                for f in fields {
+                    rp.headers.remove(f);
+                }
+            }
+        }
+        rp.headers
+            .insert(header::AGE, HeaderValue::from(obj.age(now).as_secs()));
+        st.ttl = Some(obj.ttl(now));
+        let head = c.facts.method == Method::HEAD;
+        let mut body = Bytes::new();
+        if obj.status == StatusCode::OK && not_modified(client, &obj.headers) {
+            rp.status = StatusCode::NOT_MODIFIED;
+            keep_304_fields(&mut rp.headers);
+        } else {
+            body = obj.body.clone();
+            if obj.status == StatusCode::OK && !head {
+                match range(client, obj) {
+                    Range::Full => {}
+                    Range::Part(start, end) => {
+                        rp.status = StatusCode::PARTIAL_CONTENT;
+                        let len = obj.body.len();
+                        rp.headers.insert(
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
+                                .expect("digits"),
+                        );
+                        body = obj.body.slice(start..end);
+                    }
+                    Range::Unsatisfiable => {
+                        rp.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                        rp.headers.insert(
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("bytes */{}", obj.body.len()))
+                                .expect("digits"),
+                        );
+                        body = Bytes::new();
+                    }
+                }
+            }
+            // Explicit, so a HEAD answer says how long the GET's body is.
+            rp.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            if head {
+                body = Bytes::new();
+            }
+        }
+        self.mark(c, &mut rp.headers, st, true);
+        self.finish(out, &mut rp);
+        Response::from_parts(rp, ResponseBody::full(body))
+    }
+
+    /// RFC 9111 §5.2.1.7: nothing usable stored and the client will not wait for upstream.
+    fn only_if_cached(&self, c: &CacheRequest, out: &Outbound) -> Response<ResponseBody> {
+        let mut rp = Response::new(()).into_parts().0;
+        rp.status = StatusCode::GATEWAY_TIMEOUT;
+        let st = Status {
+            detail: Some("only-if-cached"),
+            ..Status::default()
+        };
+        self.mark(c, &mut rp.headers, st, false);
+        self.finish(out, &mut rp);
+        Response::from_parts(rp, ResponseBody::empty())
+    }
+
+    /// stale-while-revalidate: refreshes `obj` upstream off the request path, unless a fetch
+    /// of its key is already under way.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        c: &CacheRequest,
+        out: &Outbound,
+        req: &Request<RequestBody>,
+        obj: Arc<Object>,
+    ) {
+        let Ok(leader) = c.cache.join(&c.key) else {
+            return;
+        };
+        let mut head = Request::new(RequestBody::empty());
+        *head.method_mut() = Method::GET;
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        let mut c = c.clone();
+        c.facts = Arc::new(RequestFacts {
+            method: Method::GET,
+            authorization: c.facts.authorization,
+            directives: RequestDirectives::default(),
+        });
+        let out = out.clone();
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let st = Status::fwd("stale");
+            match proxy
+                .fetch(&c, &out, head, Some(obj), Some(leader), st, true)
+                .await
+            {
+                Ok((resp, _)) => drain(resp.into_body()).await,
+                Err(e) => {
+                    tracing::debug!(url = %c.url, error = %e, "background revalidation failed")
+                }
+            }
+        });
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates its target URI and the
+    /// same-origin URIs in `Location` and `Content-Location`.
+    fn invalidate_after_unsafe(&self, c: &CacheRequest, response: &HeaderMap) {
+        c.cache.invalidate(&c.key);
+        if c.key.as_ref() != c.url.as_bytes() {
+            c.cache.invalidate(c.url.as_bytes());
+        }
+        let origin = origin_of(&c.url);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(v) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let target = if v.starts_with('/') && !v.starts_with("//") {
+                Some(format!("{origin}{v}")).and_then(|u| cache::key::key_of_url(&u).ok())
+            } else {
+                cache::key::key_of_url(v)
+                    .ok()
+                    .filter(|k| origin_of(k) == origin)
+            };
+            if let Some(k) = target {
+                c.cache.invalidate(k.as_bytes());
+            }
+        }
+    }
+}
+
+/// `scheme://host:port` of a normalised URL.
+fn origin_of(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    match url[after..].find('/') {
+        Some(i) => &url[..after + i],
+        None => url,
+    }
+}
+
+/// Reads a body to its end (which completes a cache fill) and drops it.
+async fn drain(mut body: ResponseBody) {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+}
+
+/// Whether the client's `If-None-Match` / `If-Modified-Since` (RFC 9110 §13.1.2, §13.1.3)
+/// are satisfied by a response with these header fields, so it can be answered 304.
+fn not_modified(client: &HeaderMap, stored: &HeaderMap) -> bool {
+    let inm: Vec<&HeaderValue> = client.get_all(header::IF_NONE_MATCH).iter().collect();
+    if !inm.is_empty() {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return inm.iter().any(|v| v.as_bytes() == b"*");
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        // Weak comparison (§8.8.3.2).
+        return inm
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == "*" || opaque(t) == ours);
+    }
+    let Some(since) = crate::cache::directives::date(client, &header::IF_MODIFIED_SINCE).flatten()
+    else {
+        return false;
+    };
+    crate::cache::directives::date(stored, &header::LAST_MODIFIED)
+        .flatten()
+        .is_some_and(|lm| lm <= since)
+}
+
+/// Keeps what a 304 carries (RFC 9110 §15.4.5) plus our own fields.
+fn keep_304_fields(h: &mut HeaderMap) {
+    const KEEP: [&str; 10] = [
+        "cache-control",
+        "content-location",
+        "date",
+        "etag",
+        "expires",
+        "vary",
+        "last-modified",
+        "age",
+        "cache-status",
+        "x-cache",
+    ];
+    let drop: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| !KEEP.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    for n in drop {
+        h.remove(n);
+    }
+}
+
+enum Range {
+    Full,
+    /// `start..end` of the body.
+    Part(usize, usize),
+    Unsatisfiable,
+}
+
+/// A single `bytes` range of a stored 200 (RFC 9110 §14.1.2); anything else (several ranges,
+/// another unit, bad syntax, an `If-Range` that does not match) is answered in full, which
+/// §14.2 allows.
+fn range(client: &HeaderMap, obj: &Object) -> Range {
+    let Some(spec) = client.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Range::Full;
+    };
+    if let Some(cond) = client.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        let matches = if cond.starts_with('"') {
+            // Strong comparison only.
+            obj.etag.as_ref().and_then(|e| e.to_str().ok()) == Some(cond)
+        } else {
+            obj.headers
+                .get(header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                == Some(cond)
+        };
+        if !matches {
+            return Range::Full;
+        }
+    }
+    let Some(set) = spec.trim().strip_prefix("bytes=") else {
+        return Range::Full;
+    };
+    if set.contains(',') {
+        return Range::Full;
+    }
+    let len = obj.body.len() as u64;
+    let Some((a, b)) = set.trim().split_once('-') else {
+        return Range::Full;
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => return Range::Unsatisfiable,
+            Some(n) => (len.saturating_sub(n), len),
+            None => return Range::Full,
+        },
+        (first, "") => match num(first) {
+            Some(f) => (f, len),
+            None => return Range::Full,
+        },
+        (first, last) => match (num(first), num(last)) {
+            (Some(f), Some(l)) if f <= l => (f, (l + 1).min(len)),
+            _ => return Range::Full,
+        },
+    };
+    if start >= len {
+        return Range::Unsatisfiable;
+    }
+    Range::Part(start as usize, end as usize)
+}
