@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Whole-proxy load benchmark: nginx vs HAProxy vs sluice, all in front of the
-# same loopback nginx origin.  See bench/README.md.
+# same loopback nginx origin.  See bench/README.md.  Cache hits: bench/cache.sh.
 #
 #   bench/run.sh                          # defaults: DURATION=10s ROUNDS=3
 #   DURATION=3s ROUNDS=1 bench/run.sh     # quick smoke run
@@ -13,6 +13,7 @@
 #      SLUICE_POOL_EXTRA (keys added to sluice's pool table, e.g. 'retries = 0').
 # Output: markdown tables on stdout and in bench/out/<stamp>/results.md, raw
 #         per-run figures in bench/out/<stamp>/runs.csv, process logs alongside.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -31,23 +32,7 @@ SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
 . "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------- prerequisites
-missing=()
-for c in nginx haproxy wrk h2load openssl curl python3; do command -v "$c" >/dev/null || missing+=("$c"); done
-if ((${#missing[@]})); then
-  [[ $EUID -eq 0 ]] || die "missing: ${missing[*]} (run as root, or apt-get install nginx haproxy wrk nghttp2-client openssl curl python3)"
-  log "installing prerequisites (missing: ${missing[*]})"
-  # Keep the packages' own services (system nginx on :80, haproxy) from being
-  # started by the install: a policy-rc.d that denies everything, only if none exists.
-  made_policy=0
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
-  fi
-  rc=0
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq nginx haproxy wrk nghttp2-client openssl curl python3 >/dev/null; } || rc=$?
-  if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
-  ((rc == 0)) || die "apt-get failed ($rc)"
-fi
+ensure_cmds nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl python3:python3
 
 # ------------------------------------------------------- work dirs and cleanup
 T0=$SECONDS
@@ -64,25 +49,15 @@ CSV="$OUT/runs.csv"
 declare -A PID=() PORT=() PORTS=()   # per target: pid, cleartext port, TLS port
 
 cleanup() {
-  local name pid
-  for name in "${!PID[@]}"; do          # only the processes this script started
-    pid=${PID[$name]}
-    kill -TERM "$pid" 2>/dev/null || continue
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_started
   cp "$WORK"/*.log "$OUT"/ 2>/dev/null || true
-  [[ ${KEEP_TMP:-0} == 1 ]] && log "kept $WORK" || rm -rf "$WORK"
+  if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------ ports, cert, files
-read -r PORT[direct] PORT[nginx] PORTS[nginx] PORT[haproxy] PORTS[haproxy] PORT[sluice] PORTS[sluice] < <(
-  python3 -c 'import socket
-ss = [socket.socket() for _ in range(7)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r "PORT[direct]" "PORT[nginx]" "PORTS[nginx]" "PORT[haproxy]" "PORTS[haproxy]" "PORT[sluice]" "PORTS[sluice]" < <(free_ports 7)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -96,29 +71,7 @@ head -c 1048576 /dev/urandom >"$WORK/www/1m"
 declare -A SIZE=([small]=100 [16k]=16384 [1m]=1048576)
 
 # ------------------------------------------------------------------ configs
-# Common nginx preamble (origin and proxy): foreground, private pid/temp dirs.
-nginx_conf() { # name workers http-block-body
-  local d="$WORK/$1"; mkdir -p "$d"
-  cat >"$d/nginx.conf" <<EOF
-worker_processes $2;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-$([[ $EUID -eq 0 ]] && echo "user root;")
-worker_rlimit_nofile 20000;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  default_type application/octet-stream;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_timeout 75s; keepalive_requests 1000000;
-  client_body_temp_path $d/client_body; proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-$3
-}
-EOF
-}
-
+# nginx_conf (lib.sh): the common nginx preamble (origin and proxy): foreground, private pid/temp dirs.
 # stub_status lets us count the TCP connections the origin accepted during a run.
 nginx_conf origin 1 "  server { listen 127.0.0.1:${PORT[direct]}; root $WORK/www; location / { }
     location = /_status { stub_status; } }"
@@ -185,12 +138,7 @@ ${SLUICE_EXTRA:-}
 EOF
 
 # ------------------------------------------------------------ start processes
-start() { # name cmd... ; records the PID of the exec'd process itself
-  local name=$1; shift
-  "$@" >"$WORK/$name.log" 2>&1 &
-  PID[$name]=$!
-}
-
+# start (lib.sh) records the PID of the exec'd process itself.
 start direct nginx -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf"
 wait_ready direct "http://127.0.0.1:${PORT[direct]}/small" || die "origin nginx did not start"
 
@@ -206,12 +154,13 @@ for p in $PROXIES; do
              start sluice "$SLUICE_BIN" run --config "$WORK/sluice.toml" ;;
     *) die "unknown proxy $p" ;;
   esac
+  # shellcheck disable=SC2015  # the log-and-continue block runs if either check fails
   wait_ready "$p" "http://127.0.0.1:${PORT[$p]}/small" && wait_ready "$p" "https://127.0.0.1:${PORTS[$p]}/small" \
     || { log "SKIPPING $p: not ready (log: $OUT/$p.log)"; continue; }
   # Sanity: every body size over h1, h1+TLS and h2+TLS; a mismatch is reported, not fatal.
   for f in small 16k 1m; do
     for v in "--http1.1 http://127.0.0.1:${PORT[$p]}" "--http1.1 https://127.0.0.1:${PORTS[$p]}" "--http2 https://127.0.0.1:${PORTS[$p]}"; do
-      got=$(curl -sk --max-time 5 -o /dev/null -w '%{http_code} %{size_download} h%{http_version}' ${v% *} "${v#* }/$f" || true)
+      got=$(curl -sk --max-time 5 -o /dev/null -w '%{http_code} %{size_download} h%{http_version}' "${v% *}" "${v#* }/$f" || true)
       [[ $got == "200 ${SIZE[$f]} "* ]] || log "WARNING: $p ${v#* }/$f ${v% *}: got '$got', want '200 ${SIZE[$f]}'"
     done
   done
@@ -223,22 +172,8 @@ done
 
 # ------------------------------------------------------------- CPU accounting
 CLK_TCK=$(getconf CLK_TCK)
-tree_pids() { # the PID and its direct children (nginx workers), from /proc/*/stat
-  local root=$1 st line a; echo "$root"
-  for st in /proc/[0-9]*/stat; do
-    read -r line 2>/dev/null <"$st" || continue; read -ra a <<<"${line##*) }"
-    if [[ ${a[1]} == "$root" ]]; then echo "${line%% *}"; fi
-  done
-}
-origin_accepts() { curl -s --max-time 2 "http://127.0.0.1:${PORT[direct]}/_status" | awk 'NR==3{print $1}'; }
-cpu_ticks() { # "utime stime" (fields 14, 15; all threads) summed over the PIDs given
-  local u=0 s=0 p f a
-  for p in "$@"; do
-    read -r f 2>/dev/null <"/proc/$p/stat" || continue; read -ra a <<<"${f##*) }"
-    u=$((u + a[11])); s=$((s + a[12]))
-  done
-  echo "$u $s"
-}
+# tree_pids and cpu_ticks: lib.sh.
+origin_accepts() { nginx_status "${PORT[direct]}" 1; }
 
 # ------------------------------------------------------------------ load runs
 echo "round,scenario,target,load,requests,duration_s,rps,p50_us,p99_us,errors,non2xx,proxy_utime_ticks,proxy_stime_ticks,proxy_cpu_us_per_req,proxy_user_us_per_req,origin_cpu_us_per_req,origin_conns" >"$CSV"

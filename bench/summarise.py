@@ -3,6 +3,9 @@
 
   summarise.py percentiles H2LOAD_LOG   -> "p50_us p99_us" from h2load --log-file
   summarise.py table RUNS_CSV           -> markdown tables (medians over rounds)
+
+RUNS_CSV comes from run.sh or cache.sh; cache.sh's scenarios (cache-*) have an
+origin_requests column and get a table of their own shape.
 """
 import csv
 import statistics
@@ -17,8 +20,11 @@ TITLES = {
     "latency": "5. single connection, latency (100 B)",
     "https": "6. HTTPS (TLS 1.3, HTTP/1.1) keep-alive, 100 B",
     "h2": "7. HTTP/2 over TLS, 100 B",
+    "cache-small": "Cache hit, 100 B, HTTP/1.1 keep-alive",
+    "cache-16k": "Cache hit, 16 KiB, HTTP/1.1 keep-alive",
+    "cache-1m": "Cache hit, 1 MiB, HTTP/1.1 keep-alive",
 }
-TARGET_ORDER = ["nginx", "haproxy", "sluice", "direct"]
+TARGET_ORDER = ["nginx", "varnish", "haproxy", "sluice", "direct"]
 
 
 def percentiles(path):
@@ -66,6 +72,7 @@ def table(path):
                 err=sum(int(r["errors"]) for r in rs),
                 non2xx=sum(int(r["non2xx"]) for r in rs),
                 n=len(rs), load=rs[0]["load"],
+                orq=sum(int(r.get("origin_requests") or 0) for r in rs),
             )
         order = [t for t in TARGET_ORDER if t in med]
         base = med.get("nginx")
@@ -73,7 +80,11 @@ def table(path):
         out.append(f"### {TITLES.get(scen, scen)}\n")
         out.append(f"`{'`, `'.join(loads)}`; medians of {max(v['n'] for v in med.values())} round(s)\n")
         direct = med.get("direct")
-        if scen == "latency":
+        cache = scen.startswith("cache-")
+        if cache:
+            out.append("| proxy | req/s | p99 | CPU µs/req (user) | origin requests (all rounds) | errors / non-2xx | req/s ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        elif scen == "latency":
             out.append("| proxy | req/s | p50 | added p50 vs direct | p99 | CPU µs/req (user) | origin CPU µs/req | upstream conns opened | errors / non-2xx | added p50 ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
             out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         else:
@@ -85,9 +96,12 @@ def table(path):
             if scen == "latency":
                 added = v["p50"] - direct["p50"] if direct else float("nan")
                 cells += [fmt_lat(v["p50"]), "—" if t == "direct" else f"{added:+,.0f} µs"]
-            cells += [fmt_lat(v["p99"]),
-                      "—" if t == "direct" else f"{v['cpu']:.1f} ({v['ucpu']:.1f})",
-                      f"{v['ocpu']:.1f}", f"{v['oconns']:,.0f}", f"{v['err']} / {v['non2xx']}"]
+            cells += [fmt_lat(v["p99"]), "—" if t == "direct" else f"{v['cpu']:.1f} ({v['ucpu']:.1f})"]
+            if cache:
+                cells += [f"{v['orq']:,}"]
+            else:
+                cells += [f"{v['ocpu']:.1f}", f"{v['oconns']:,.0f}"]
+            cells += [f"{v['err']} / {v['non2xx']}"]
             if t == "direct" or not base:
                 cells += ["—"] * 3
             else:
