@@ -317,7 +317,7 @@ storage() {
       nginx)   v+=("nginx proxy_cache files on $STORE_FS${NGINX_CACHE_EXTRA:+ + \`$NGINX_CACHE_EXTRA\`}") ;;
       varnish) v+=("varnish \`-s malloc,256m${VARNISH_ARGS:+ $VARNISH_ARGS}\`") ;;
       haproxy) v+=("HAProxy cache 256 MB") ;;
-      sluice)  v+=("sluice ${toml:+\`${toml//$'\n'/ }\`}${toml:-without a cache table}") ;;
+      sluice)  if [[ -n $toml ]]; then v+=("sluice \`${toml//$'\n'/ }\`"); else v+=("sluice without a cache table"); fi ;;
     esac
   done
   join "; " "${v[@]}"
