@@ -135,6 +135,29 @@ fn minimal_config_gets_defaults() {
         ),
         (5, 3)
     );
+    assert!(c.cache.is_none(), "no [cache] table, no cache");
+}
+
+/// `[cache]` alone turns the cache on with its defaults; a small capacity lowers the default
+/// object limit to an eighth of it.
+#[test]
+fn cache_table_gets_defaults() {
+    let base = "[[listener]]\naddress = \"127.0.0.1:8080\"\n\
+                [[pool]]\nname = \"web\"\nendpoints = [\"127.0.0.1:9001\"]\n";
+    let c = Config::parse(&format!("{base}[cache]\n"), "c.toml", Path::new(".")).unwrap();
+    let cache = c.cache.expect("cache on");
+    assert_eq!(cache.capacity, 256 << 20);
+    assert_eq!(cache.max_object_size, 8 << 20);
+    assert_eq!(cache.coalesce_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(cache.hit_for_miss, std::time::Duration::from_secs(30));
+    assert_eq!((cache.x_cache, cache.name.as_str()), (false, "sluice"));
+    let c = Config::parse(
+        &format!("{base}[cache]\ncapacity = \"1MiB\"\n"),
+        "c.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(c.cache.unwrap().max_object_size, 128 << 10);
 }
 
 /// Port 0 means "any free port": two listeners (and the admin socket) on `127.0.0.1:0` do not
