@@ -23,6 +23,8 @@ const GUESTS: &[&str] = &[
     "tests/guests/no-export",
     "tests/guests/big",
     "tests/guests/cache-policy",
+    "tests/guests/cache-import",
+    "tests/guests/prev-minor",
 ];
 
 fn main() {

@@ -27,7 +27,7 @@ wit_bindgen::generate!({
 
 pub use wit_bindgen;
 
-pub(crate) use sluice::policy::{balancer, config, health, log, types};
+pub(crate) use sluice::policy::{balancer, cache, config, health, log, types};
 
 /// Views the request the host lends to `decide` as an owned value that is never dropped.
 ///

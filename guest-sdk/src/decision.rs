@@ -185,8 +185,9 @@ impl Decision {
         self
     }
 
-    /// The cache key for the response. Without one the host derives a key from method,
-    /// scheme, authority, path and query. No effect on a local response.
+    /// The cache key for the response. Without one the host uses
+    /// [`Request::default_cache_key`](crate::Request::default_cache_key), the normalised URL
+    /// (no method: a HEAD is served from a stored GET). No effect on a local response.
     ///
     /// ```no_run
     /// # use sluice_sdk::prelude::*;
@@ -203,8 +204,9 @@ impl Decision {
         self
     }
 
-    /// Cache the response for `secs` seconds, whatever the origin's headers say.
-    /// No effect on a local response.
+    /// Cache the response for `secs` seconds, whatever freshness the origin's headers give it.
+    /// It never makes storable a response that `no-store`, `private`, a request
+    /// `Authorization` or a `Set-Cookie` keeps out of the cache. No effect on a local response.
     ///
     /// ```no_run
     /// # use sluice_sdk::prelude::*;
@@ -238,8 +240,10 @@ impl Decision {
         self
     }
 
-    /// Labels the cached response with `tag`, for purging groups of entries. Repeatable.
-    /// No effect on a local response.
+    /// Labels the cached response with `tag`, for purging groups of entries
+    /// ([`cache::purge_tag`](crate::cache::purge_tag), the admin API). Repeatable; the host also
+    /// takes tags from the response's `Surrogate-Key` and `Cache-Tag` headers. No effect on a
+    /// local response.
     ///
     /// ```no_run
     /// # use sluice_sdk::prelude::*;

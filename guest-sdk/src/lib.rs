@@ -32,13 +32,15 @@
 //!
 //! What the host gives a policy besides the request: [`balancer`] (its pools, its
 //! load-balancing [`Algorithm`]s and each endpoint's live state), [`health`] (each endpoint's
-//! health-check and outlier-detection state), [`config`] (the policy's settings from the
-//! host's config) and [`log`]. Nothing else: no filesystem, network, clock, randomness or
-//! environment. Do not rely on global state between requests: an instance serves several
-//! requests, but which one serves a request is not specified.
+//! health-check and outlier-detection state), [`cache`] (look at and purge the host's HTTP
+//! cache), [`config`] (the policy's settings from the host's config) and [`log`]. Nothing
+//! else: no filesystem, network, clock, randomness or environment. Do not rely on global state
+//! between requests: an instance serves several requests, but which one serves a request is
+//! not specified.
 //!
-//! This is `sluice-sdk` 0.2, for the WIT package `sluice:policy@0.2.0`; a host refuses at load
-//! a component built with an SDK for another version, naming both.
+//! This is `sluice-sdk` 0.2.1, for the WIT package `sluice:policy@0.2.1`; a host refuses at
+//! load a component built with an SDK for another version, naming both. 0.2.1 only adds the
+//! [`cache`] module, so a policy built with 0.2.0 still loads on a 0.2.1 host.
 //!
 //! A panic is logged through the host's log at error level (the SDK installs a panic hook),
 //! then traps; the host answers per its `fail` setting (forward to the default pool, or 503).
@@ -56,6 +58,7 @@ extern crate self as sluice_sdk;
 pub mod __bindings;
 
 pub mod balancer;
+pub mod cache;
 pub mod config;
 mod decision;
 pub mod health;
@@ -95,7 +98,7 @@ pub use sluice_sdk_macros::policy;
 /// Everything a typical policy uses: `use sluice_sdk::prelude::*;`.
 ///
 /// Brings in [`Request`], [`Decision`], [`Header`], [`Algorithm`], [`HealthState`] and the
-/// [`balancer`], [`config`], [`health`] and [`log`] modules.
+/// [`balancer`], [`cache`], [`config`], [`health`] and [`log`] modules.
 ///
 /// # Example
 /// ```no_run
@@ -108,6 +111,6 @@ pub use sluice_sdk_macros::policy;
 /// ```
 pub mod prelude {
     pub use crate::{
-        Algorithm, Decision, Header, HealthState, Request, balancer, config, health, log,
+        Algorithm, Decision, Header, HealthState, Request, balancer, cache, config, health, log,
     };
 }

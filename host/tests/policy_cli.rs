@@ -294,7 +294,7 @@ fn a_component_built_for_an_older_wit_is_refused_naming_both_versions() {
         "{err}"
     );
     assert!(
-        err.contains("this host implements sluice:policy@0.2.0: rebuild it with sluice-sdk 0.2"),
+        err.contains("this host implements sluice:policy@0.2.1: rebuild it with sluice-sdk 0.2"),
         "{err}"
     );
 }

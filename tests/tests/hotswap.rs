@@ -267,7 +267,7 @@ async fn a_component_for_an_older_wit_is_refused_naming_both_versions() {
     let msg = json["error"].as_str().unwrap();
     for expect in [
         "built for sluice:policy@0.1.0",
-        "this host implements sluice:policy@0.2.0: rebuild it with sluice-sdk 0.2",
+        "this host implements sluice:policy@0.2.1: rebuild it with sluice-sdk 0.2",
     ] {
         assert!(msg.contains(expect), "{msg:?} should contain {expect:?}");
     }

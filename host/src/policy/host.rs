@@ -4,7 +4,7 @@
 //! whose representation is ignored, and every accessor reads `GuestState::request`. Accessors
 //! copy only what they return, so a guest that reads the path pays for the path.
 
-use super::bindings::sluice::policy::{balancer, config, health, log, types};
+use super::bindings::sluice::policy::{balancer, cache, config, health, log, types};
 use super::decision::algorithm_from_wit;
 use super::{HealthState, PolicyRequest, Upstreams};
 use std::collections::BTreeMap;
@@ -23,6 +23,9 @@ pub(super) struct Shared {
     pub revision: u64,
     pub settings: BTreeMap<String, String>,
     pub upstreams: Arc<dyn Upstreams>,
+    /// The host's HTTP cache, offered through the `cache` import; `None` without `[cache]`
+    /// (and in `sluice policy test`).
+    pub cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// The `T` of `Store<T>` for policy guests.
@@ -36,6 +39,9 @@ pub(super) struct GuestState {
     pub memory_denied: bool,
     /// CPU-time check after the wall-clock deadline (see `revision::on_deadline`).
     pub overtime: super::revision::Overtime,
+    /// Set during the rehearsal calls before a revision is published: the `cache` import then
+    /// sees no cache, so loading a policy never purges (or peeks at) live entries.
+    pub rehearsal: bool,
 }
 
 impl GuestState {
@@ -45,6 +51,15 @@ impl GuestState {
         self.request
             .as_ref()
             .expect("request accessors are only reachable during decide")
+    }
+
+    /// The cache the `cache` import works on: none without `[cache]` or while rehearsing.
+    fn cache(&self) -> Option<&crate::cache::Cache> {
+        if self.rehearsal {
+            None
+        } else {
+            self.shared.cache.as_deref()
+        }
     }
 }
 
@@ -198,6 +213,30 @@ impl health::Host for GuestState {
             HealthState::Healthy => health::State::Healthy,
             HealthState::Unhealthy => health::State::Unhealthy,
             HealthState::Ejected => health::State::Ejected,
+        })
+    }
+}
+
+impl cache::Host for GuestState {
+    fn peek(&mut self, key: Vec<u8>) -> Option<cache::Entry> {
+        let object = self.cache()?.peek(&key)?;
+        let now = std::time::Instant::now();
+        Some(cache::Entry {
+            age_secs: object.age(now).as_secs(),
+            ttl_secs: object.ttl(now),
+            status: object.status.as_u16(),
+            size: object.body.len() as u64,
+            tags: object.tags.iter().map(|t| t.to_string()).collect(),
+        })
+    }
+
+    fn purge_key(&mut self, key: Vec<u8>, soft: bool) -> u64 {
+        self.cache().map_or(0, |c| c.purge_key(&key, soft))
+    }
+
+    fn purge_tag(&mut self, tag: String, soft: bool) -> u64 {
+        self.cache().map_or(0, |c| {
+            c.purge(soft, |_, o| o.tags.iter().any(|t| **t == *tag))
         })
     }
 }

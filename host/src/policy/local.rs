@@ -16,7 +16,8 @@ pub struct LocalPolicy {
 
 impl LocalPolicy {
     /// Compiles `bytes`. Without `upstreams` every pool and endpoint name is accepted and
-    /// `balancer.pick` finds nothing.
+    /// `balancer.pick` finds nothing. There is no HTTP cache: `cache.peek` finds nothing and
+    /// purges return 0.
     pub fn load(
         bytes: &[u8],
         config: &PolicyConfig,
@@ -24,7 +25,7 @@ impl LocalPolicy {
     ) -> Result<LocalPolicy, LoadError> {
         let upstreams = upstreams.unwrap_or_else(|| Arc::new(AnyUpstream));
         Ok(LocalPolicy {
-            revision: Revision::load(bytes, config, 1, upstreams)?,
+            revision: Revision::load(bytes, config, 1, upstreams, None)?,
         })
     }
 

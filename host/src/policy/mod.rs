@@ -4,7 +4,9 @@
 //! `policy/` never touches a socket and is the only module that names a wasmtime type: the
 //! proxy hands it a [`PolicyRequest`] and gets back a [`Verdict`] made of plain Rust values
 //! ([`Decision`]). What the host offers guests about upstreams comes in through the
-//! [`Upstreams`] trait, which the proxy implements.
+//! [`Upstreams`] trait, which the proxy implements; the guests' `cache` import reads and
+//! purges the host's [`crate::cache::Cache`] (a store with no socket or proxy type in it),
+//! when [`PolicyRuntime::with_cache`] is given one.
 //!
 //! - `engine.rs`: the one process-wide wasmtime `Engine` (pooling allocator, copy-on-write
 //!   memory images, epoch ticker, on-disk cache of compiled artifacts).

@@ -96,6 +96,7 @@ impl Revision {
         config: &PolicyConfig,
         revision: u64,
         upstreams: Arc<dyn super::Upstreams>,
+        cache: Option<Arc<crate::cache::Cache>>,
     ) -> Result<Revision, LoadError> {
         let engine = engine::engine().map_err(LoadError)?;
         if !is_component(bytes) {
@@ -126,8 +127,7 @@ impl Revision {
                 |_, _| Ok(()),
             )
             .map_err(|e| LoadError(format!("linking host imports: {e:#}")))?;
-        linker
-            .define_unknown_imports_as_traps(&component)
+        stub_unknown_imports(&mut linker, &component, engine)
             .map_err(|e| LoadError(format!("linking imports: {e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             LoadError(format!(
@@ -148,6 +148,7 @@ impl Revision {
                 revision,
                 settings: config.settings.clone(),
                 upstreams,
+                cache,
             }),
             sha256,
             size: bytes.len(),
@@ -180,10 +181,24 @@ impl Revision {
 
     /// Runs `decide` for one request and hands the request back.
     pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
+        self.call(req, false)
+    }
+
+    /// [`decide`](Self::decide) for a rehearsal request before the revision is published: the
+    /// guest's `cache` import sees no cache, so loading a policy never purges anything.
+    pub fn rehearse(&self, req: PolicyRequest) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
+        self.call(req, true)
+    }
+
+    fn call(
+        &self,
+        req: PolicyRequest,
+        rehearsal: bool,
+    ) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let (req, result) = match &self.reuse {
-            None => self.decide_fresh(req),
-            Some(pool) => self.decide_reused(pool, req),
+            None => self.decide_fresh(req, rehearsal),
+            Some(pool) => self.decide_reused(pool, req, rehearsal),
         };
         let result = result.and_then(|d| {
             decision::convert(d, &*self.shared.upstreams)
@@ -226,6 +241,7 @@ impl Revision {
                 memory_cap: self.memory_cap,
                 memory_denied: false,
                 overtime: Overtime::default(),
+                rehearsal: false,
             },
         );
         store.limiter(|s| s);
@@ -236,8 +252,9 @@ impl Revision {
         store
     }
 
-    fn decide_fresh(&self, req: PolicyRequest) -> (PolicyRequest, Outcome) {
+    fn decide_fresh(&self, req: PolicyRequest, rehearsal: bool) -> (PolicyRequest, Outcome) {
         let mut store = self.new_store(Some(req));
+        store.data_mut().rehearsal = rehearsal;
         store.set_epoch_deadline(self.deadline_ticks);
         let result = match self.pre.instantiate(&mut store) {
             Ok(policy) => policy
@@ -249,7 +266,12 @@ impl Revision {
         (req, result)
     }
 
-    fn decide_reused(&self, pool: &ReusePool, req: PolicyRequest) -> (PolicyRequest, Outcome) {
+    fn decide_reused(
+        &self,
+        pool: &ReusePool,
+        req: PolicyRequest,
+        rehearsal: bool,
+    ) -> (PolicyRequest, Outcome) {
         let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut inst = match idle {
             Some(i) => i,
@@ -273,6 +295,7 @@ impl Revision {
         data.request = Some(req);
         data.overtime = Overtime::default();
         data.memory_denied = false;
+        data.rehearsal = rehearsal;
         inst.store.set_epoch_deadline(self.deadline_ticks);
         let result = inst
             .policy
@@ -427,7 +450,7 @@ fn is_component(bytes: &[u8]) -> bool {
 }
 
 /// The version of the `sluice:policy` package this host implements: `wit/policy.wit`'s.
-const WORLD_VERSION: &str = "0.2.0";
+const WORLD_VERSION: &str = "0.2.1";
 
 /// Refuses a component whose `sluice:policy` imports name a version incompatible with
 /// [`WORLD_VERSION`] (semver: the same major version, or the same minor for 0.x). Without this
@@ -452,6 +475,77 @@ fn check_world_version(component: &Component, engine: &wasmtime::Engine) -> Resu
              sluice:policy@{WORLD_VERSION}: rebuild it with sluice-sdk {sdk}",
             sdk = semver_track(WORLD_VERSION),
         )));
+    }
+    Ok(())
+}
+
+/// Links every import outside the `sluice:policy` package to a function that traps if called
+/// (resources to a placeholder type), as wasmtime's `define_unknown_imports_as_traps` does, but
+/// leaving the package's own imports to the definitions `Policy::add_to_linker` made.
+///
+/// Those definitions are named for [`WORLD_VERSION`] (`sluice:policy/log@0.2.1`), and a
+/// component built for an earlier compatible version imports `sluice:policy/log@0.2.0`.
+/// wasmtime's `Linker` resolves such a name to the semver-compatible definition by itself, but
+/// only when nothing is defined under the exact name: `define_unknown_imports_as_traps` looks
+/// instances up by exact name and would define a trapping `...@0.2.0` instance that wins the
+/// lookup (and whose `request` resource is not the host's, so loading fails). Every
+/// `sluice:policy` import left here is on [`WORLD_VERSION`]'s track (`check_world_version` ran
+/// first); one the host lacks (a newer minor's addition) fails `instantiate_pre` by name.
+fn stub_unknown_imports(
+    linker: &mut Linker<GuestState>,
+    component: &Component,
+    engine: &wasmtime::Engine,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::{LinkerInstance, ResourceType};
+
+    fn stub(
+        linker: &mut LinkerInstance<'_, GuestState>,
+        engine: &wasmtime::Engine,
+        name: &str,
+        item: &ComponentItem,
+        path: &str,
+    ) -> wasmtime::Result<()> {
+        match item {
+            ComponentItem::ComponentFunc(_) => {
+                let qualified = if path.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{path}#{name}")
+                };
+                linker.func_new(name, move |_, _, _, _| {
+                    Err(wasmtime::format_err!(
+                        "unknown import: `{qualified}` has not been defined"
+                    ))
+                })
+            }
+            ComponentItem::ComponentInstance(instance) => {
+                let mut inner = linker.instance(name)?;
+                for (export, ext) in instance.exports(engine) {
+                    stub(&mut inner, engine, export, &ext.ty, name)?;
+                }
+                Ok(())
+            }
+            // One placeholder type for every stub resource, so that a stub interface that
+            // `use`s another's resource sees the same type.
+            ComponentItem::Resource(_) => {
+                linker.resource(name, ResourceType::host::<()>(), |_, _| Ok(()))
+            }
+            ComponentItem::Component(_) | ComponentItem::Module(_) => Err(wasmtime::format_err!(
+                "cannot link `{name}`: a component or module import"
+            )),
+            ComponentItem::CoreFunc(_) | ComponentItem::Type(_) => Ok(()),
+        }
+    }
+
+    let ty = component.component_type();
+    let mut root = linker.root();
+    for (name, ext) in ty.imports(engine) {
+        // `request`: the world's own `use types.{request}`, defined by the caller.
+        if name == "request" || name.starts_with("sluice:policy/") {
+            continue;
+        }
+        stub(&mut root, engine, name, &ext.ty, "")?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use super::revision::{PolicyFailure, Revision};
 use super::{Decision, LoadError, PolicyRequest, Upstreams, sha256_hex};
+use crate::cache::Cache;
 use crate::config::{FailMode, InstanceMode, PolicyConfig};
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
@@ -71,6 +72,8 @@ pub struct PolicyRuntime {
     /// Newest first. Changed only together with `active`, under this lock.
     previous: Mutex<VecDeque<Arc<Loaded>>>,
     upstreams: Arc<dyn Upstreams>,
+    /// The host's HTTP cache, for the guests' `cache` import.
+    cache: Option<Arc<Cache>>,
     /// One build at a time, so revisions publish in the order they were asked for.
     build: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
@@ -78,18 +81,37 @@ pub struct PolicyRuntime {
 }
 
 impl PolicyRuntime {
-    /// Loads the configured module (or the built-in default policy). Blocking: compiles.
+    /// Loads the configured module (or the built-in default policy), with no HTTP cache for
+    /// the guests' `cache` import (`peek` finds nothing, purges purge nothing). Blocking:
+    /// compiles.
     pub fn new(
         config: &PolicyConfig,
         upstreams: Arc<dyn Upstreams>,
     ) -> Result<PolicyRuntime, LoadError> {
+        Self::with_cache(config, upstreams, None)
+    }
+
+    /// [`new`](Self::new), offering `cache` to guests through the `cache` import.
+    pub fn with_cache(
+        config: &PolicyConfig,
+        upstreams: Arc<dyn Upstreams>,
+        cache: Option<Arc<Cache>>,
+    ) -> Result<PolicyRuntime, LoadError> {
         let (bytes, source) = read_module(config)?;
-        let loaded = build(&bytes, config.clone(), source, 1, upstreams.clone())?;
+        let loaded = build(
+            &bytes,
+            config.clone(),
+            source,
+            1,
+            upstreams.clone(),
+            cache.clone(),
+        )?;
         log_published(&loaded);
         Ok(PolicyRuntime {
             active: ArcSwap::from_pointee(loaded),
             previous: Mutex::new(VecDeque::new()),
             upstreams,
+            cache,
             build: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(2),
             swaps: watch::Sender::new(0),
@@ -147,11 +169,12 @@ impl PolicyRuntime {
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let upstreams = self.upstreams.clone();
-        let built =
-            tokio::task::spawn_blocking(move || build(&bytes, config, source, id, upstreams))
-                .await
-                .map_err(|e| LoadError(format!("building the revision: {e}")))?;
+        let (upstreams, cache) = (self.upstreams.clone(), self.cache.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            build(&bytes, config, source, id, upstreams, cache)
+        })
+        .await
+        .map_err(|e| LoadError(format!("building the revision: {e}")))?;
         let loaded = match built {
             Ok(l) => Arc::new(l),
             Err(e) => {
@@ -223,8 +246,9 @@ fn build(
     source: String,
     id: u64,
     upstreams: Arc<dyn Upstreams>,
+    cache: Option<Arc<Cache>>,
 ) -> Result<Loaded, LoadError> {
-    let revision = Revision::load(bytes, &config, id, upstreams)
+    let revision = Revision::load(bytes, &config, id, upstreams, cache)
         .map_err(|e| LoadError(format!("policy from {source}: {e}")))?;
     rehearse(&revision).map_err(|e| LoadError(format!("policy from {source}: {e}")))?;
     Ok(Loaded {
@@ -278,7 +302,7 @@ fn rehearse(revision: &Revision) -> Result<(), LoadError> {
             tls: false,
             sni: None,
         };
-        let (_, result) = revision.decide(sample);
+        let (_, result) = revision.rehearse(sample);
         if let Err(f) = result {
             return Err(LoadError(format!(
                 "rehearsal request `{method} {uri}` failed: {:?}: {}",
