@@ -196,14 +196,7 @@ impl Meta {
             return Err("no freshness");
         }
 
-        let date = match directives::date(response, &header::DATE) {
-            Some(Some(d)) => d,
-            _ => when.response_wall,
-        };
-        let lifetime = match ttl {
-            Some(t) => u64::from(t),
-            None => lifetime(&d, response, date, status),
-        };
+        let (lifetime, initial_age) = clock(&d, response, response, status, ttl, when);
         let has_validator =
             response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
         if lifetime == 0
@@ -213,19 +206,6 @@ impl Meta {
         {
             return Err("stale on arrival");
         }
-
-        // §4.2.3
-        let apparent_age = when
-            .response_wall
-            .duration_since(date)
-            .unwrap_or_default()
-            .as_secs();
-        let response_delay = when
-            .response_at
-            .saturating_duration_since(when.request_sent)
-            .as_secs();
-        let corrected_age_value = directives::age(response).saturating_add(response_delay);
-        let initial_age = apparent_age.max(corrected_age_value);
 
         let mut headers = response.clone();
         strip_unstored(&mut headers);
@@ -272,24 +252,7 @@ impl Meta {
             }
         }
         let d = ResponseDirectives::parse(&headers);
-        let date = match directives::date(&headers, &header::DATE) {
-            Some(Some(d)) => d,
-            _ => when.response_wall,
-        };
-        let lifetime = match ttl {
-            Some(t) => u64::from(t),
-            None => lifetime(&d, &headers, date, old.status),
-        };
-        let apparent_age = when
-            .response_wall
-            .duration_since(date)
-            .unwrap_or_default()
-            .as_secs();
-        let delay = when
-            .response_at
-            .saturating_duration_since(when.request_sent)
-            .as_secs();
-        let initial_age = apparent_age.max(directives::age(not_modified).saturating_add(delay));
+        let (lifetime, initial_age) = clock(&d, &headers, not_modified, old.status, ttl, when);
         let mut tags: Vec<Box<str>> = old.tags.to_vec();
         for t in tags_of(not_modified) {
             if !tags.contains(&t) {
@@ -308,6 +271,35 @@ impl Meta {
             stored_at: when.response_at,
         }
     }
+}
+
+/// The freshness lifetime (or the policy's `ttl`) and `corrected_initial_age` (RFC 9111
+/// §4.2.3) of a response whose header fields are `h`; `Age` is read from `received`, the
+/// message that just arrived (a 304 when refreshing).
+fn clock(
+    d: &ResponseDirectives,
+    h: &HeaderMap,
+    received: &HeaderMap,
+    status: StatusCode,
+    ttl: Option<u32>,
+    when: Exchange,
+) -> (u64, u64) {
+    let date = match directives::date(h, &header::DATE) {
+        Some(Some(d)) => d,
+        _ => when.response_wall,
+    };
+    let lifetime = ttl.map_or_else(|| lifetime(d, h, date, status), u64::from);
+    let apparent_age = when
+        .response_wall
+        .duration_since(date)
+        .unwrap_or_default()
+        .as_secs();
+    let response_delay = when
+        .response_at
+        .saturating_duration_since(when.request_sent)
+        .as_secs();
+    let corrected_age_value = directives::age(received).saturating_add(response_delay);
+    (lifetime, apparent_age.max(corrected_age_value))
 }
 
 /// Freshness lifetime for a shared cache (RFC 9111 §4.2.1): `s-maxage`, `max-age`,
