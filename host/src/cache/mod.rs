@@ -332,8 +332,8 @@ impl Drop for Leader {
     }
 }
 
-/// Collects a response body as it streams to the client, and stores the object when the
-/// body ends complete and within `max_object_size`.
+/// Collects a response body as it streams to the client (sharing its chunks, no copy), and
+/// stores the object when the body ends complete and within `max_object_size`.
 pub struct Fill {
     cache: Arc<Cache>,
     key: Bytes,
@@ -380,17 +380,13 @@ impl Fill {
         if !complete {
             return;
         }
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().expect("one chunk"),
-            _ => {
-                let mut all = Vec::with_capacity(self.size as usize);
-                for c in &self.chunks {
-                    all.extend_from_slice(c);
-                }
-                Bytes::from(all)
-            }
-        };
+        // Always one fresh allocation of exactly the body's size: chunks from hyper can be
+        // slices of a larger read buffer, which a stored slice would keep alive unweighed.
+        let mut all = Vec::with_capacity(self.size as usize);
+        for c in &self.chunks {
+            all.extend_from_slice(c);
+        }
+        let body = Bytes::from(all);
         let object = Object::new(meta, body, self.key.len());
         self.cache.insert(self.key.clone(), object);
         drop(self.leader.take());
