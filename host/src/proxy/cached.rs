@@ -264,7 +264,8 @@ impl Proxy {
             if dirs.only_if_cached {
                 return Ok((self.only_if_cached(&c, &out), None));
             }
-            if obj.is_none() {
+            if obj.is_none() && !collapsed {
+                // Once per request, not again after waiting on another's fetch.
                 bump(&c.cache.stats.misses);
             }
             let st = Status::fwd(why);
