@@ -150,6 +150,17 @@ fn reply(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Respo
     r
 }
 
+/// An origin answer with `etag` and `cache-control: cc`: 304 when the request's
+/// `If-None-Match` is `etag`, else 200 with `body`.
+fn validated(s: &Seen, etag: &str, cc: &str, body: &'static str) -> Response<Body> {
+    let headers = [("etag", etag), ("cache-control", cc)];
+    if s.h("if-none-match") == Some(etag) {
+        reply(304, &headers, "")
+    } else {
+        reply(200, &headers, body)
+    }
+}
+
 /// A latch an origin's answers wait on until the test (or another request) opens it.
 #[derive(Clone)]
 struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
@@ -723,22 +734,7 @@ async fn no_store_response_is_not_stored() {
 
 #[tokio::test]
 async fn no_cache_response_is_revalidated_on_every_use() {
-    let origin = scripted(|s| {
-        if s.h("if-none-match") == Some("\"v1\"") {
-            reply(
-                304,
-                &[("etag", "\"v1\""), ("cache-control", "no-cache")],
-                "",
-            )
-        } else {
-            reply(
-                200,
-                &[("etag", "\"v1\""), ("cache-control", "no-cache")],
-                "payload",
-            )
-        }
-    })
-    .await;
+    let origin = scripted(|s| validated(s, "\"v1\"", "no-cache", "payload")).await;
     let p = cached(&origin).await;
 
     let first = fetch(&p, "/nc").await;
@@ -1894,22 +1890,7 @@ async fn purge_by_url_key_prefix_and_all() {
 
 #[tokio::test]
 async fn soft_purge_makes_the_next_request_revalidate() {
-    let origin = scripted(|s| {
-        if s.h("if-none-match") == Some("\"e1\"") {
-            reply(
-                304,
-                &[("etag", "\"e1\""), ("cache-control", "max-age=100")],
-                "",
-            )
-        } else {
-            reply(
-                200,
-                &[("etag", "\"e1\""), ("cache-control", "max-age=100")],
-                "payload",
-            )
-        }
-    })
-    .await;
+    let origin = scripted(|s| validated(s, "\"e1\"", "max-age=100", "payload")).await;
     let p = cached(&origin).await;
     fetch(&p, "/soft").await;
     assert_hit(&fetch(&p, "/soft").await);

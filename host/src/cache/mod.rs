@@ -311,11 +311,6 @@ impl Cache {
             "bypasses": g(&s.bypasses),
         })
     }
-
-    /// The total weight of the store, in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.store.weight()
-    }
 }
 
 /// The request fetching a key for everyone waiting on it. Dropping it ends the flight.

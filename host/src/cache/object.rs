@@ -465,6 +465,11 @@ impl Object {
         self.invalidated.load(Ordering::Relaxed)
     }
 
+    /// Whether `tag` is one of its tags (the decision's, `Surrogate-Key`, `Cache-Tag`).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| **t == *tag)
+    }
+
     pub fn has_validator(&self) -> bool {
         self.etag.is_some() || self.headers.contains_key(header::LAST_MODIFIED)
     }

@@ -235,9 +235,8 @@ impl cache::Host for GuestState {
     }
 
     fn purge_tag(&mut self, tag: String, soft: bool) -> u64 {
-        self.cache().map_or(0, |c| {
-            c.purge(soft, |_, o| o.tags.iter().any(|t| **t == *tag))
-        })
+        self.cache()
+            .map_or(0, |c| c.purge(soft, |_, o| o.has_tag(&tag)))
     }
 }
 

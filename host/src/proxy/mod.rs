@@ -326,7 +326,7 @@ impl Proxy {
             held,
         } = out.route.send(Request::from_parts(parts, body)).await?;
         let (mut rp, incoming) = resp.into_parts();
-        if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let mut body = if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             let (Some(client_upgrade), Some(upstream_upgrade)) = (
                 client_upgrade,
                 rp.extensions.remove::<hyper::upgrade::OnUpgrade>(),
@@ -338,12 +338,10 @@ impl Proxy {
             };
             upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, conn.activity.clone());
             // `Connection: upgrade` and `Upgrade` are what a 101 is about: kept as received.
-            let mut body = ResponseBody::empty();
-            body.hold(held);
-            self.finish(&out, &mut rp);
-            return Ok((Response::from_parts(rp, body), Some(endpoint)));
-        }
-        let mut body = self.upstream_body(&mut rp, incoming, upstream_conn);
+            ResponseBody::empty()
+        } else {
+            self.upstream_body(&mut rp, incoming, upstream_conn)
+        };
         body.hold(held);
         self.finish(&out, &mut rp);
         Ok((Response::from_parts(rp, body), Some(endpoint)))
