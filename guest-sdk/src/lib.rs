@@ -38,9 +38,31 @@
 //! between requests: an instance serves several requests, but which one serves a request is
 //! not specified.
 //!
-//! This is `sluice-sdk` 0.2.1, for the WIT package `sluice:policy@0.2.1`; a host refuses at
-//! load a component built with an SDK for another version, naming both. 0.2.1 only adds the
-//! [`cache`] module, so a policy built with 0.2.0 still loads on a 0.2.1 host.
+//! A policy can also act on the response: name a function with `#[policy(on_response = f)]`
+//! and the host calls `f(&Request, &Response) -> ResponseDecision` with every response head to
+//! a request `decide` forwarded (from the upstream or the cache), before it is served: edit
+//! its headers, change whether and how long it is stored, or answer with something else.
+//!
+//! ```no_run
+//! use sluice_sdk::prelude::*;
+//!
+//! #[sluice_sdk::policy(on_response = pages)]
+//! fn decide(_req: &Request) -> Decision {
+//!     Decision::forward_default()
+//! }
+//!
+//! fn pages(_req: &Request, resp: &Response) -> ResponseDecision {
+//!     if resp.status() >= 500 {
+//!         return ResponseDecision::respond(503, "<h1>Back soon</h1>")
+//!             .header("content-type", "text/html");
+//!     }
+//!     ResponseDecision::serve().set_header("x-frame-options", "DENY")
+//! }
+//! ```
+//!
+//! This is `sluice-sdk` 0.3.0, for the WIT package `sluice:policy@0.3.0`; a host refuses at
+//! load a component built with an SDK for a version it does not implement, naming both.
+//! Hosts since 0.3 still load policies built with sluice-sdk 0.2.
 //!
 //! A panic is logged through the host's log at error level (the SDK installs a panic hook),
 //! then traps; the host answers per its `fail` setting (forward to the default pool, or 503).
@@ -64,17 +86,22 @@ mod decision;
 pub mod health;
 pub mod log;
 mod request;
+mod response;
 
 pub use balancer::Algorithm;
 pub use decision::Decision;
 pub use health::HealthState;
 pub use request::{Header, Request};
+pub use response::{Response, ResponseDecision, Source};
 
-/// Exports a function as the policy's `decide`.
+/// Exports a function as the policy's `decide`, and with `on_response = f` the function `f`
+/// as its `on-response`.
 ///
-/// The function takes `&Request` and returns [`Decision`]; its name does not matter. Put the
-/// attribute on exactly one function of the crate (a `cdylib`). The function stays an ordinary
-/// function that other code can call.
+/// The function takes `&Request` and returns [`Decision`]; its name does not matter. `f` takes
+/// `(&Request, &Response)` and returns [`ResponseDecision`]. Put the attribute on exactly one
+/// function of the crate (a `cdylib`). The functions stay ordinary functions that other code
+/// can call. Without `on_response` the component does not export `on-response`, and the host
+/// calls nothing per response.
 ///
 /// The attribute refers to this crate as `::sluice_sdk`, so depend on it under that name. The
 /// export glue it generates is `unsafe` (as all component exports are) under an
@@ -111,6 +138,7 @@ pub use sluice_sdk_macros::policy;
 /// ```
 pub mod prelude {
     pub use crate::{
-        Algorithm, Decision, Header, HealthState, Request, balancer, cache, config, health, log,
+        Algorithm, Decision, Header, HealthState, Request, Response, ResponseDecision, Source,
+        balancer, cache, config, health, log,
     };
 }

@@ -1,15 +1,14 @@
 //! [`Request`]: typed, lazy access to the request being decided.
 //!
-//! The host lends the request as a resource; every accessor is a call into the host that
-//! copies only what it returns. The values a policy typically reads more than once (method,
+//! The request is the context of the call (`sluice:policy/request`); every accessor is a call
+//! into the host that copies only what it returns. The values a policy typically reads more than once (method,
 //! scheme, authority, path, query, client IP) are fetched on first use and kept for the rest
 //! of the call, so `req.path()` is cheap to repeat.
 
 use std::cell::OnceCell;
-use std::mem::ManuallyDrop;
 use std::net::IpAddr;
 
-use crate::__bindings::types;
+use crate::__bindings::request as raw;
 
 /// The request being decided, lent by the host for one `decide` call.
 ///
@@ -28,7 +27,6 @@ use crate::__bindings::types;
 /// }
 /// ```
 pub struct Request {
-    raw: ManuallyDrop<types::Request>,
     method: OnceCell<String>,
     scheme: OnceCell<String>,
     authority: OnceCell<String>,
@@ -90,9 +88,9 @@ impl std::fmt::Debug for Request {
 }
 
 impl Request {
-    pub(crate) fn lent(raw: ManuallyDrop<types::Request>) -> Self {
+    /// The request of the current call.
+    pub(crate) fn current() -> Self {
         Request {
-            raw,
             method: OnceCell::new(),
             scheme: OnceCell::new(),
             authority: OnceCell::new(),
@@ -114,7 +112,7 @@ impl Request {
     /// }
     /// ```
     pub fn method(&self) -> &str {
-        self.method.get_or_init(|| self.raw.method())
+        self.method.get_or_init(|| raw::method())
     }
 
     /// `http` or `https`: whether the client connection was TLS.
@@ -130,7 +128,7 @@ impl Request {
     /// }
     /// ```
     pub fn scheme(&self) -> &str {
-        self.scheme.get_or_init(|| self.raw.scheme())
+        self.scheme.get_or_init(|| raw::scheme())
     }
 
     /// The authority the client addressed (`Host` or HTTP/2 `:authority`), lower case, with
@@ -142,7 +140,7 @@ impl Request {
     /// # }
     /// ```
     pub fn authority(&self) -> &str {
-        self.authority.get_or_init(|| self.raw.authority())
+        self.authority.get_or_init(|| raw::authority())
     }
 
     /// The host part of [`authority`](Self::authority): without the port, IPv6 addresses
@@ -174,7 +172,7 @@ impl Request {
     /// }
     /// ```
     pub fn path(&self) -> &str {
-        self.path.get_or_init(|| self.raw.path())
+        self.path.get_or_init(|| raw::path())
     }
 
     /// The query string without the `?`, if the target had one (possibly empty).
@@ -185,7 +183,7 @@ impl Request {
     /// # }
     /// ```
     pub fn query(&self) -> Option<&str> {
-        self.query.get_or_init(|| self.raw.query()).as_deref()
+        self.query.get_or_init(|| raw::query()).as_deref()
     }
 
     /// The query's `name=value` pairs, raw (no percent-decoding, `+` untouched), sorted by
@@ -243,7 +241,7 @@ impl Request {
     /// # }
     /// ```
     pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.raw.header(name)
+        raw::header(name)
     }
 
     /// The first value of header `name` as text; `None` when absent or not UTF-8.
@@ -269,7 +267,7 @@ impl Request {
     /// # }
     /// ```
     pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.raw.header_all(name)
+        raw::header_all(name)
     }
 
     /// Every header field in the order received. Prefer [`header`](Self::header) when you know
@@ -281,8 +279,7 @@ impl Request {
     /// # }
     /// ```
     pub fn headers(&self) -> Vec<Header> {
-        self.raw
-            .headers()
+        raw::headers()
             .into_iter()
             .map(|h| Header {
                 name: h.name,
@@ -320,7 +317,7 @@ impl Request {
     /// }
     /// ```
     pub fn client_ip(&self) -> &str {
-        self.client_ip.get_or_init(|| self.raw.client_ip())
+        self.client_ip.get_or_init(|| raw::client_ip())
     }
 
     /// [`client_ip`](Self::client_ip) parsed; `None` only if the host sent something
@@ -347,7 +344,7 @@ impl Request {
     /// # }
     /// ```
     pub fn tls_sni(&self) -> Option<String> {
-        self.raw.tls_sni()
+        raw::tls_sni()
     }
 
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
@@ -358,7 +355,7 @@ impl Request {
     /// # }
     /// ```
     pub fn http_version(&self) -> String {
-        self.raw.http_version()
+        raw::http_version()
     }
 
     /// The cache key the host uses when a decision sets none: the normalised URL

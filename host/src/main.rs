@@ -76,6 +76,30 @@ enum PolicyCommand {
         /// A policy setting `key=value`, overriding the config's; repeatable.
         #[arg(long = "set")]
         settings: Vec<String>,
+        /// Also run the response phase on a response head with this status, e.g. `503`.
+        #[arg(long, conflicts_with = "corpus")]
+        response: Option<String>,
+        /// A response header for `--response`, `name: value`; repeatable.
+        #[arg(short = 'R', long = "response-header", requires = "response")]
+        response_headers: Vec<String>,
+        /// Where the `--response` comes from: `upstream` or `cache`.
+        #[arg(long, default_value = "upstream", requires = "response")]
+        source: String,
+    },
+    /// Build the policy in DIR (a Cargo project, package.json, policy.py or policy.c) into a
+    /// component, check it against the sluice:policy world, and print its path.
+    Build {
+        /// The policy's directory.
+        dir: PathBuf,
+    },
+    /// Write a starting policy in DIR that `sluice policy build` builds and `sluice policy test`
+    /// passes.
+    New {
+        /// rust, js, python or c.
+        #[arg(long)]
+        lang: String,
+        /// A directory that does not exist yet, or is empty.
+        dir: PathBuf,
     },
 }
 
@@ -92,8 +116,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Policy {
-            command:
+        Command::Policy { command } => {
+            let result = match command {
                 PolicyCommand::Test {
                     module,
                     request,
@@ -102,17 +126,25 @@ fn main() -> ExitCode {
                     corpus,
                     config,
                     settings,
-                },
-        } => {
-            return match policy_test(
-                &module,
-                request.as_deref(),
-                &headers,
-                client,
-                corpus.as_deref(),
-                config.as_deref(),
-                &settings,
-            ) {
+                    response,
+                    response_headers,
+                    source,
+                } => policy_test(&TestArgs {
+                    module,
+                    request,
+                    headers,
+                    client,
+                    corpus,
+                    config,
+                    settings,
+                    response,
+                    response_headers,
+                    source,
+                }),
+                PolicyCommand::Build { dir } => sluice::build::build_command(&dir),
+                PolicyCommand::New { lang, dir } => sluice::build::new_command(&lang, &dir),
+            };
+            return match result {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("sluice: {e:#}");
@@ -177,24 +209,33 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
 
 /// `sluice policy test`: exit 0 when every decision was made (and matched), 1 on a mismatch
 /// or a policy failure, 2 when the module or inputs cannot be used.
-fn policy_test(
-    module: &std::path::Path,
-    request: Option<&str>,
-    headers: &[String],
+/// `sluice policy test`'s arguments.
+struct TestArgs {
+    module: PathBuf,
+    request: Option<String>,
+    headers: Vec<String>,
     client: std::net::IpAddr,
-    corpus: Option<&std::path::Path>,
-    config: Option<&std::path::Path>,
-    settings: &[String],
-) -> anyhow::Result<ExitCode> {
-    use sluice::policy::local::{CorpusCase, LocalPolicy, TestRequest, matches, outcome_json};
+    corpus: Option<PathBuf>,
+    config: Option<PathBuf>,
+    settings: Vec<String>,
+    response: Option<String>,
+    response_headers: Vec<String>,
+    source: String,
+}
+
+fn policy_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    use sluice::policy::local::{
+        CorpusCase, LocalPolicy, TestRequest, TestResponse, matches, outcome_json, response_json,
+    };
     use std::sync::Arc;
+    let module = &args.module;
     // Guest log lines (and an SDK policy's panic message) go to stderr.
     sluice::logging::init(&sluice::config::LogConfig {
         level: "info".into(),
         format: sluice::config::LogFormat::Text,
         access_log: false,
     });
-    let (mut policy_config, upstreams) = match config {
+    let (mut policy_config, upstreams) = match &args.config {
         Some(path) => {
             let c = sluice::config::Config::load(path)?;
             let pools: Arc<dyn sluice::policy::Upstreams> =
@@ -208,7 +249,7 @@ fn policy_test(
     if let Some(stem) = module.file_stem() {
         policy_config.name = stem.to_string_lossy().into_owned();
     }
-    for s in settings {
+    for s in &args.settings {
         let (k, v) = s
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected key=value"))?;
@@ -218,20 +259,53 @@ fn policy_test(
         .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", module.display()))?;
     let policy = LocalPolicy::load(&bytes, &policy_config, upstreams)
         .map_err(|e| anyhow::anyhow!("{}: {e}", module.display()))?;
-
-    let Some(corpus) = corpus else {
-        let req = TestRequest::parse(request.unwrap_or_default(), headers, client)
-            .map_err(anyhow::Error::msg)?;
-        let result = policy.decide(&req);
-        println!("{}", serde_json::to_string_pretty(&outcome_json(&result))?);
-        if let Err(f) = &result {
-            eprintln!("policy failed: {:?}: {}", f.kind, f.detail);
-            if !f.backtrace.is_empty() {
-                eprintln!("guest backtrace (innermost first):");
-                for (i, frame) in f.backtrace.iter().enumerate() {
-                    eprintln!("  {i:>2}: {frame}");
-                }
+    let report = |f: &sluice::policy::PolicyFailure| {
+        eprintln!("policy failed in {}: {:?}: {}", f.phase, f.kind, f.detail);
+        if !f.backtrace.is_empty() {
+            eprintln!("guest backtrace (innermost first):");
+            for (i, frame) in f.backtrace.iter().enumerate() {
+                eprintln!("  {i:>2}: {frame}");
             }
+        }
+    };
+
+    let Some(corpus) = &args.corpus else {
+        let req = TestRequest::parse(
+            args.request.as_deref().unwrap_or_default(),
+            &args.headers,
+            args.client,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let result = policy.decide(&req);
+        let Some(status) = &args.response else {
+            println!("{}", serde_json::to_string_pretty(&outcome_json(&result))?);
+            if let Err(f) = &result {
+                report(f);
+                return Ok(ExitCode::from(1));
+            }
+            return Ok(ExitCode::SUCCESS);
+        };
+        let resp = TestResponse::parse(status, &args.response_headers, &args.source)
+            .map_err(anyhow::Error::msg)?;
+        // The proxy runs the response phase only on responses to forwarded requests.
+        let responded = matches!(result, Ok(sluice::policy::Decision::Forward(_)))
+            .then(|| policy.respond(&req, &resp));
+        let json = serde_json::json!({
+            "decision": outcome_json(&result),
+            "response": responded.as_ref().map(response_json),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        if !policy.has_response_phase() {
+            eprintln!(
+                "note: the policy does not export on-response; responses are served as they are"
+            );
+        }
+        let failure = result
+            .as_ref()
+            .err()
+            .or(responded.as_ref().and_then(|r| r.as_ref().err()));
+        if let Some(f) = failure {
+            report(f);
             return Ok(ExitCode::from(1));
         }
         return Ok(ExitCode::SUCCESS);
@@ -252,9 +326,22 @@ fn policy_test(
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
-        let req = TestRequest::parse(&case.request, &headers, case.client.unwrap_or(client))
-            .map_err(|e| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display()))?;
-        let actual = outcome_json(&policy.decide(&req));
+        let at = |e: String| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display());
+        let req = TestRequest::parse(&case.request, &headers, case.client.unwrap_or(args.client))
+            .map_err(at)?;
+        let decided = policy.decide(&req);
+        let actual = match &case.response {
+            None => outcome_json(&decided),
+            Some(r) => {
+                let headers: Vec<String> =
+                    r.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let resp =
+                    TestResponse::parse(&r.status.to_string(), &headers, &r.source).map_err(at)?;
+                let responded = matches!(decided, Ok(sluice::policy::Decision::Forward(_)))
+                    .then(|| response_json(&policy.respond(&req, &resp)));
+                serde_json::json!({"decision": outcome_json(&decided), "response": responded})
+            }
+        };
         if matches(&case.expect, &actual) {
             passed += 1;
         } else {

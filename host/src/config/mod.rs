@@ -291,8 +291,13 @@ pub const DEFAULT_REUSE: u32 = 1000;
 /// Largest `policy.memory`; the engine's memory slots are sized for it.
 pub const MAX_POLICY_MEMORY: u64 = 1 << 30;
 
-/// WASI interfaces refused at load unless the operator allows them by name.
-pub const REFUSED_IMPORTS: [&str; 3] = ["wasi:filesystem", "wasi:sockets", "wasi:http"];
+/// WASI interfaces refused at load unless the operator allows them by name (then linked to
+/// functions that trap). A policy has no business making HTTP requests of its own.
+pub const REFUSED_IMPORTS: [&str; 1] = ["wasi:http"];
+
+/// Names `policy.allow_imports` accepted before 0.3: `wasi:filesystem` and `wasi:sockets` are
+/// now always linked, granting nothing (no directory, no address), so allowing them is a no-op.
+pub const FORMERLY_REFUSED_IMPORTS: [&str; 2] = ["wasi:filesystem", "wasi:sockets"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {

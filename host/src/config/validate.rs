@@ -353,7 +353,9 @@ fn policy(p: RawPolicy, cx: &Ctx) -> Result<PolicyConfig, ConfigError> {
     };
     let allow_imports = p.allow_imports.unwrap_or_default();
     for (i, a) in allow_imports.iter().enumerate() {
-        if !REFUSED_IMPORTS.contains(&a.as_str()) {
+        if !REFUSED_IMPORTS.contains(&a.as_str())
+            && !crate::config::FORMERLY_REFUSED_IMPORTS.contains(&a.as_str())
+        {
             return Err(cx.err(
                 format!("policy.allow_imports[{i}]"),
                 format!("\"{a}\" is not one of {REFUSED_IMPORTS:?}"),

@@ -6,7 +6,7 @@
 //! origin-form target and a local response a final status. A decision that breaks a rule is a
 //! policy failure, handled like a trap.
 
-use super::bindings::sluice::policy::types as wit;
+use super::bindings::{v02, v03};
 use super::{Algorithm, Upstreams};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -96,6 +96,27 @@ pub struct LocalResponse {
     pub body: Bytes,
 }
 
+/// What the response phase (`on-response`) does with a response head.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseAction {
+    Serve(ResponseChanges),
+    /// Answer with this instead of the response.
+    Respond(LocalResponse),
+}
+
+/// Changes to a response about to be served.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseChanges {
+    /// Applied after the decision's response edits.
+    pub edits: Vec<HeaderEdit>,
+    /// Replaces the decision's TTL for storing this response (upstream responses only).
+    pub ttl_secs: Option<u32>,
+    /// Added to the decision's tags (upstream responses only).
+    pub tags: Vec<String>,
+    /// Serve, but do not store (upstream responses only).
+    pub no_store: bool,
+}
+
 /// Headers that describe the message's framing or the connection, owned by the host.
 const RESERVED: [&str; 8] = [
     "content-length",
@@ -129,7 +150,22 @@ fn header_value(name: &HeaderName, value: Vec<u8>, what: &str) -> Result<HeaderV
     })
 }
 
-fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<HeaderEdit>, String> {
+/// A guest's answer, checked against the rules above (and the configured pools) and converted
+/// to host types.
+pub(super) trait Checked {
+    type Output;
+    fn check(self, upstreams: &dyn Upstreams) -> Result<Self::Output, String>;
+}
+
+/// The conversions for the generated `types` module of one package version (0.2 and 0.3 share
+/// the shape of everything but the response phase).
+macro_rules! checked {
+    ($name:ident, $($p:ident)::+) => {
+        mod $name {
+            use super::*;
+            use $($p)::+ as wit;
+
+pub(super) fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<HeaderEdit>, String> {
     list.into_iter()
         .map(|e| {
             let name = header_name(&e.name, what)?;
@@ -145,7 +181,8 @@ fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<HeaderEdit>, Stri
 
 /// The host's algorithm for the WIT's: the one place the two enums meet (`target.algorithm`
 /// here, `balancer.pick` in `host.rs`).
-pub(super) fn algorithm_from_wit(a: wit::Algorithm) -> Algorithm {
+impl From<wit::Algorithm> for Algorithm {
+    fn from(a: wit::Algorithm) -> Algorithm {
     match a {
         wit::Algorithm::RoundRobin => Algorithm::RoundRobin,
         wit::Algorithm::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
@@ -157,10 +194,13 @@ pub(super) fn algorithm_from_wit(a: wit::Algorithm) -> Algorithm {
         wit::Algorithm::RingHash => Algorithm::RingHash,
         wit::Algorithm::Maglev => Algorithm::Maglev,
     }
+    }
 }
 
-/// Checks a guest decision against the rules above and the configured pools.
-pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Decision, String> {
+impl Checked for wit::Decision {
+    type Output = Decision;
+    fn check(self, upstreams: &dyn Upstreams) -> Result<Decision, String> {
+    let d = self;
     match d {
         wit::Decision::Forward(f) => {
             upstreams.check_target(f.target.pool.as_deref(), f.target.endpoint.as_deref())?;
@@ -177,7 +217,7 @@ pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Dec
             Ok(Decision::Forward(Forward {
                 pool: f.target.pool,
                 endpoint: f.target.endpoint,
-                algorithm: f.target.algorithm.map(algorithm_from_wit),
+                algorithm: f.target.algorithm.map(Algorithm::from),
                 hash_key: f.target.hash_key,
                 cache: CachePolicy {
                     key: f.cache.key,
@@ -190,26 +230,85 @@ pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Dec
                 rewrite,
             }))
         }
-        wit::Decision::Respond(r) => {
-            let status = StatusCode::from_u16(r.status)
-                .ok()
-                .filter(|s| (200..=599).contains(&s.as_u16()))
-                .ok_or_else(|| format!("local response status {} is not 200..=599", r.status))?;
-            let headers = r
-                .headers
-                .into_iter()
-                .map(|h| {
-                    let name = header_name(&h.name, "local response header")?;
-                    let value = header_value(&name, h.value, "local response header")?;
-                    Ok((name, value))
-                })
-                .collect::<Result<_, String>>()?;
-            Ok(Decision::Respond(LocalResponse {
-                status,
-                headers,
-                body: Bytes::from(r.body),
-            }))
+        wit::Decision::Respond(r) => Ok(Decision::Respond(local(r)?)),
+    }
+    }
+}
+
+pub(super) fn local(r: wit::LocalResponse) -> Result<LocalResponse, String> {
+    let status = StatusCode::from_u16(r.status)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()))
+        .ok_or_else(|| format!("local response status {} is not 200..=599", r.status))?;
+    let headers = r
+        .headers
+        .into_iter()
+        .map(|h| {
+            let name = header_name(&h.name, "local response header")?;
+            let value = header_value(&name, h.value, "local response header")?;
+            Ok((name, value))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(LocalResponse {
+        status,
+        headers,
+        body: Bytes::from(r.body),
+    })
+}
+
         }
+    };
+}
+
+checked!(v03_types, v03::sluice::policy::types);
+checked!(v02_types, v02::sluice::policy::types);
+
+impl Checked for v03::sluice::policy::types::ResponseDecision {
+    type Output = ResponseAction;
+    fn check(self, _: &dyn Upstreams) -> Result<ResponseAction, String> {
+        use v03::sluice::policy::types::ResponseDecision as D;
+        Ok(match self {
+            D::Serve(s) => ResponseAction::Serve(ResponseChanges {
+                edits: v03_types::edits(s.edits, "response-phase edit")?,
+                ttl_secs: s.ttl_secs,
+                tags: s.tags,
+                no_store: s.no_store,
+            }),
+            D::Respond(r) => ResponseAction::Respond(v03_types::local(r)?),
+        })
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn edits_json(list: &[HeaderEdit]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    list.iter()
+        .map(|e| {
+            let op = match e.op {
+                EditOp::Set => "set",
+                EditOp::Append => "append",
+                EditOp::Remove => "remove",
+            };
+            match e.op {
+                EditOp::Remove => json!({"op": op, "name": e.name.as_str()}),
+                _ => json!({"op": op, "name": e.name.as_str(), "value": text(e.value.as_bytes())}),
+            }
+        })
+        .collect()
+}
+
+impl LocalResponse {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"respond": {
+            "status": self.status.as_u16(),
+            "headers": self.headers.iter()
+                .map(|(n, v)| serde_json::json!([n.as_str(), text(v.as_bytes())]))
+                .collect::<Vec<_>>(),
+            "body": text(&self.body),
+        }})
     }
 }
 
@@ -219,22 +318,6 @@ pub(super) fn convert(d: wit::Decision, upstreams: &dyn Upstreams) -> Result<Dec
 impl Decision {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let edits = |list: &[HeaderEdit]| {
-            list.iter()
-                .map(|e| {
-                    let op = match e.op {
-                        EditOp::Set => "set",
-                        EditOp::Append => "append",
-                        EditOp::Remove => "remove",
-                    };
-                    match e.op {
-                        EditOp::Remove => json!({"op": op, "name": e.name.as_str()}),
-                        _ => json!({"op": op, "name": e.name.as_str(), "value": text(e.value.as_bytes())}),
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
         match self {
             Decision::Forward(f) => {
                 let mut forward = json!({
@@ -247,8 +330,8 @@ impl Decision {
                         "ttl_secs": f.cache.ttl_secs,
                         "tags": f.cache.tags,
                     },
-                    "request_edits": edits(&f.request_edits),
-                    "response_edits": edits(&f.response_edits),
+                    "request_edits": edits_json(&f.request_edits),
+                    "response_edits": edits_json(&f.response_edits),
                     "rewrite": f.rewrite.as_ref().map(|r| r.as_str()),
                 });
                 // Only when the policy chose one, so decisions without it read as before.
@@ -257,13 +340,22 @@ impl Decision {
                 }
                 json!({ "forward": forward })
             }
-            Decision::Respond(r) => json!({"respond": {
-                "status": r.status.as_u16(),
-                "headers": r.headers.iter()
-                    .map(|(n, v)| json!([n.as_str(), text(v.as_bytes())]))
-                    .collect::<Vec<_>>(),
-                "body": text(&r.body),
+            Decision::Respond(r) => r.to_json(),
+        }
+    }
+}
+
+/// The response phase's answer as JSON, for `sluice policy test`.
+impl ResponseAction {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            ResponseAction::Serve(c) => serde_json::json!({"serve": {
+                "edits": edits_json(&c.edits),
+                "ttl_secs": c.ttl_secs,
+                "tags": c.tags,
+                "no_store": c.no_store,
             }}),
+            ResponseAction::Respond(r) => r.to_json(),
         }
     }
 }
@@ -274,6 +366,7 @@ mod tests {
 
     #[test]
     fn every_wit_algorithm_maps_to_a_distinct_host_algorithm() {
+        use crate::policy::bindings::v03::sluice::policy::types as wit;
         let all = [
             wit::Algorithm::RoundRobin,
             wit::Algorithm::WeightedRoundRobin,
@@ -285,7 +378,7 @@ mod tests {
             wit::Algorithm::RingHash,
             wit::Algorithm::Maglev,
         ];
-        let mapped: Vec<Algorithm> = all.into_iter().map(algorithm_from_wit).collect();
+        let mapped: Vec<Algorithm> = all.into_iter().map(Algorithm::from).collect();
         assert_eq!(mapped, Algorithm::ALL);
     }
 

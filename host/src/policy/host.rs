@@ -1,18 +1,31 @@
-//! The data of one guest store and the host side of the WIT imports.
+//! The data of one guest store and the host side of the WIT imports, for both packages the
+//! host implements (`bindings::v03`, `bindings::v02`).
 //!
-//! The `request` resource is the one request in the store: `decide` receives a borrowed handle
-//! whose representation is ignored, and every accessor reads `GuestState::request`. Accessors
-//! copy only what they return, so a guest that reads the path pays for the path.
+//! The request (and in `on-response` the response head) is the store's: 0.3 guests read it
+//! through the `request`/`response` interfaces, which take no handle; 0.2 guests through the
+//! `request` resource, whose borrowed handle's representation is ignored. Either way every
+//! accessor reads `GuestState::request` and copies only what it returns, so a guest that reads
+//! the path pays for the path. The other imports (balancer, health, cache, log, config) have
+//! the same shape in both packages; one macro implements them for each.
 
-use super::bindings::sluice::policy::{balancer, cache, config, health, log, types};
-use super::decision::algorithm_from_wit;
-use super::{HealthState, PolicyRequest, Upstreams};
+use super::bindings::{v02, v03};
+use super::{HealthState, PolicyRequest, ResponseSource, Upstreams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
-/// Type parameter of the `request` resource handle (never instantiated).
+/// Type parameter of the 0.2 `request` resource handle (never instantiated).
 pub enum RequestRep {}
+
+/// The response head an `on-response` call looks at. Moved into the store for the call and
+/// handed back.
+#[derive(Debug, Default)]
+pub(super) struct ResponseHead {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub source: Option<ResponseSource>,
+    pub endpoint: Option<Arc<str>>,
+}
 
 /// Longest guest log line kept; longer ones are cut at a character boundary.
 const MAX_LOG_LINE: usize = 4096;
@@ -30,8 +43,10 @@ pub(super) struct Shared {
 
 /// The `T` of `Store<T>` for policy guests.
 pub(super) struct GuestState {
-    /// Present for the duration of a `decide` call.
+    /// Present for the duration of a `decide` or `on-response` call.
     pub request: Option<PolicyRequest>,
+    /// Present for the duration of an `on-response` call.
+    pub response: Option<ResponseHead>,
     pub shared: Arc<Shared>,
     pub memory_cap: usize,
     /// Set when the guest asked for more memory than its cap: the trap that usually follows
@@ -42,15 +57,54 @@ pub(super) struct GuestState {
     /// Set during the rehearsal calls before a revision is published: the `cache` import then
     /// sees no cache, so loading a policy never purges (or peeks at) live entries.
     pub rehearsal: bool,
+    /// Built on the first WASI call (see `wasi.rs`).
+    pub wasi: Option<wasmtime_wasi::WasiCtx>,
+    /// WASI's streams and other resources.
+    pub table: wasmtime::component::ResourceTable,
 }
 
 impl GuestState {
-    fn req(&self) -> &PolicyRequest {
-        // `decide` is the only export and the host sets the request before calling it; a guest
-        // can hold no request handle outside that call because the handle is borrowed.
-        self.request
-            .as_ref()
-            .expect("request accessors are only reachable during decide")
+    pub fn new(shared: Arc<Shared>, memory_cap: usize) -> GuestState {
+        GuestState {
+            request: None,
+            response: None,
+            shared,
+            memory_cap,
+            memory_denied: false,
+            overtime: Default::default(),
+            rehearsal: false,
+            wasi: None,
+            table: wasmtime::component::ResourceTable::new(),
+        }
+    }
+}
+
+impl wasmtime_wasi::WasiView for GuestState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let shared = &self.shared;
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| super::wasi::context(shared));
+        wasmtime_wasi::WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl GuestState {
+    /// The request of the current call. Outside a call (a guest's start function, say) the
+    /// import traps.
+    fn req(&self) -> wasmtime::Result<&PolicyRequest> {
+        self.request.as_ref().ok_or_else(|| {
+            wasmtime::format_err!("the request is readable only during decide and on-response")
+        })
+    }
+
+    fn resp(&self) -> wasmtime::Result<&ResponseHead> {
+        self.response.as_ref().ok_or_else(|| {
+            wasmtime::format_err!("the response is readable only during on-response")
+        })
     }
 
     /// The cache the `cache` import works on: none without `[cache]` or while rehearsing.
@@ -85,163 +139,287 @@ impl wasmtime::ResourceLimiter for GuestState {
     }
 }
 
-impl types::Host for GuestState {}
-
-impl types::HostRequest for GuestState {
-    fn method(&mut self, _: Resource<RequestRep>) -> String {
-        self.req().parts.method.as_str().to_owned()
+/// The request accessors, shared by the 0.3 `request` interface and the 0.2 resource.
+impl GuestState {
+    fn method(&self) -> wasmtime::Result<String> {
+        Ok(self.req()?.parts.method.as_str().to_owned())
     }
 
-    fn scheme(&mut self, _: Resource<RequestRep>) -> String {
-        if self.req().tls { "https" } else { "http" }.to_owned()
+    fn scheme(&self) -> wasmtime::Result<String> {
+        Ok(if self.req()?.tls { "https" } else { "http" }.to_owned())
     }
 
-    fn authority(&mut self, _: Resource<RequestRep>) -> String {
-        match &self.req().authority {
+    fn authority(&self) -> wasmtime::Result<String> {
+        Ok(match &self.req()?.authority {
             Some(a) => a.as_str().to_ascii_lowercase(),
             None => String::new(),
-        }
+        })
     }
 
-    fn path(&mut self, _: Resource<RequestRep>) -> String {
-        let uri = &self.req().parts.uri;
-        if uri.path().is_empty() {
+    fn path(&self) -> wasmtime::Result<String> {
+        let uri = &self.req()?.parts.uri;
+        Ok(if uri.path().is_empty() {
             "/".to_owned()
         } else {
             uri.path().to_owned()
-        }
+        })
     }
 
-    fn query(&mut self, _: Resource<RequestRep>) -> Option<String> {
-        self.req().parts.uri.query().map(str::to_owned)
+    fn query(&self) -> wasmtime::Result<Option<String>> {
+        Ok(self.req()?.parts.uri.query().map(str::to_owned))
     }
 
-    fn header(&mut self, _: Resource<RequestRep>, name: String) -> Option<Vec<u8>> {
-        self.req()
-            .parts
-            .headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec())
+    fn request_headers(&self) -> wasmtime::Result<&http::HeaderMap> {
+        Ok(&self.req()?.parts.headers)
     }
 
-    fn header_all(&mut self, _: Resource<RequestRep>, name: String) -> Vec<Vec<u8>> {
-        self.req()
-            .parts
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .map(|v| v.as_bytes().to_vec())
-            .collect()
+    fn client_ip(&self) -> wasmtime::Result<String> {
+        Ok(self.req()?.client.ip().to_string())
     }
 
-    fn headers(&mut self, _: Resource<RequestRep>) -> Vec<types::Header> {
-        self.req()
-            .parts
-            .headers
-            .iter()
-            .map(|(n, v)| types::Header {
-                name: n.as_str().to_owned(),
-                value: v.as_bytes().to_vec(),
-            })
-            .collect()
+    fn tls_sni(&self) -> wasmtime::Result<Option<String>> {
+        Ok(self.req()?.sni.as_deref().map(str::to_owned))
     }
 
-    fn client_ip(&mut self, _: Resource<RequestRep>) -> String {
-        self.req().client.ip().to_string()
-    }
-
-    fn tls_sni(&mut self, _: Resource<RequestRep>) -> Option<String> {
-        self.req().sni.as_deref().map(str::to_owned)
-    }
-
-    fn http_version(&mut self, _: Resource<RequestRep>) -> String {
-        match self.req().parts.version {
+    fn http_version(&self) -> wasmtime::Result<String> {
+        Ok(match self.req()?.parts.version {
             http::Version::HTTP_09 => "HTTP/0.9",
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_2 => "HTTP/2",
             http::Version::HTTP_3 => "HTTP/3",
             _ => "HTTP/1.1",
         }
-        .to_owned()
+        .to_owned())
     }
+}
 
+fn first(h: &http::HeaderMap, name: &str) -> Option<Vec<u8>> {
+    h.get(name).map(|v| v.as_bytes().to_vec())
+}
+
+fn all(h: &http::HeaderMap, name: &str) -> Vec<Vec<u8>> {
+    h.get_all(name)
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect()
+}
+
+/// Every field of `h` as WIT headers (`v03::...::Header` or `v02::...::Header`).
+macro_rules! wit_headers {
+    ($h:expr, $($header:ident)::+) => {
+        $h.iter()
+            .map(|(n, v)| $($header)::+ {
+                name: n.as_str().to_owned(),
+                value: v.as_bytes().to_vec(),
+            })
+            .collect()
+    };
+}
+
+impl v03::sluice::policy::types::Host for GuestState {}
+
+impl v03::sluice::policy::request::Host for GuestState {
+    fn method(&mut self) -> wasmtime::Result<String> {
+        GuestState::method(self)
+    }
+    fn scheme(&mut self) -> wasmtime::Result<String> {
+        GuestState::scheme(self)
+    }
+    fn authority(&mut self) -> wasmtime::Result<String> {
+        GuestState::authority(self)
+    }
+    fn path(&mut self) -> wasmtime::Result<String> {
+        GuestState::path(self)
+    }
+    fn query(&mut self) -> wasmtime::Result<Option<String>> {
+        GuestState::query(self)
+    }
+    fn header(&mut self, name: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(first(self.request_headers()?, &name))
+    }
+    fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<Vec<u8>>> {
+        Ok(all(self.request_headers()?, &name))
+    }
+    fn headers(&mut self) -> wasmtime::Result<Vec<v03::sluice::policy::types::Header>> {
+        Ok(wit_headers!(
+            self.request_headers()?,
+            v03::sluice::policy::types::Header
+        ))
+    }
+    fn client_ip(&mut self) -> wasmtime::Result<String> {
+        GuestState::client_ip(self)
+    }
+    fn tls_sni(&mut self) -> wasmtime::Result<Option<String>> {
+        GuestState::tls_sni(self)
+    }
+    fn http_version(&mut self) -> wasmtime::Result<String> {
+        GuestState::http_version(self)
+    }
+}
+
+impl v03::sluice::policy::response::Host for GuestState {
+    fn status(&mut self) -> wasmtime::Result<u16> {
+        Ok(self.resp()?.status)
+    }
+    fn header(&mut self, name: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(first(&self.resp()?.headers, &name))
+    }
+    fn header_all(&mut self, name: String) -> wasmtime::Result<Vec<Vec<u8>>> {
+        Ok(all(&self.resp()?.headers, &name))
+    }
+    fn headers(&mut self) -> wasmtime::Result<Vec<v03::sluice::policy::types::Header>> {
+        Ok(wit_headers!(
+            self.resp()?.headers,
+            v03::sluice::policy::types::Header
+        ))
+    }
+    fn source(&mut self) -> wasmtime::Result<v03::sluice::policy::response::ResponseSource> {
+        use v03::sluice::policy::response::ResponseSource as Source;
+        Ok(match self.resp()?.source {
+            Some(ResponseSource::Cache) => Source::Cache,
+            _ => Source::Upstream,
+        })
+    }
+    fn endpoint(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.resp()?.endpoint.as_deref().map(str::to_owned))
+    }
+}
+
+impl v02::sluice::policy::types::Host for GuestState {}
+
+impl v02::sluice::policy::types::HostRequest for GuestState {
+    fn method(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<String> {
+        GuestState::method(self)
+    }
+    fn scheme(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<String> {
+        GuestState::scheme(self)
+    }
+    fn authority(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<String> {
+        GuestState::authority(self)
+    }
+    fn path(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<String> {
+        GuestState::path(self)
+    }
+    fn query(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<Option<String>> {
+        GuestState::query(self)
+    }
+    fn header(
+        &mut self,
+        _: Resource<RequestRep>,
+        name: String,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(first(self.request_headers()?, &name))
+    }
+    fn header_all(
+        &mut self,
+        _: Resource<RequestRep>,
+        name: String,
+    ) -> wasmtime::Result<Vec<Vec<u8>>> {
+        Ok(all(self.request_headers()?, &name))
+    }
+    fn headers(
+        &mut self,
+        _: Resource<RequestRep>,
+    ) -> wasmtime::Result<Vec<v02::sluice::policy::types::Header>> {
+        Ok(wit_headers!(
+            self.request_headers()?,
+            v02::sluice::policy::types::Header
+        ))
+    }
+    fn client_ip(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<String> {
+        GuestState::client_ip(self)
+    }
+    fn tls_sni(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<Option<String>> {
+        GuestState::tls_sni(self)
+    }
+    fn http_version(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<String> {
+        GuestState::http_version(self)
+    }
     fn drop(&mut self, _: Resource<RequestRep>) -> wasmtime::Result<()> {
         // Handles are borrowed for one call; there is nothing to free.
         Ok(())
     }
 }
 
-impl balancer::Host for GuestState {
+/// The imports whose shape 0.2 and 0.3 share, for the generated module `$p` of each.
+macro_rules! shared_imports {
+    ($($p:ident)::+) => {
+impl $($p)::+::balancer::Host for GuestState {
     fn pick(
         &mut self,
         pool: String,
-        algorithm: Option<balancer::Algorithm>,
+        algorithm: Option<$($p)::+::balancer::Algorithm>,
         hash_key: Option<Vec<u8>>,
-    ) -> Option<String> {
-        self.shared
+    ) -> wasmtime::Result<Option<String>> {
+        let client = self.req()?.client.ip();
+        Ok(self.shared
             .upstreams
             .pick(
                 Some(&pool),
-                algorithm.map(algorithm_from_wit),
+                algorithm.map(|a| a.into()),
                 hash_key.as_deref(),
-                self.req().client.ip(),
+                client,
             )
-            .map(|a| a.to_string())
+            .map(|a| a.to_string()))
     }
 
-    fn endpoints(&mut self, pool: String) -> Vec<balancer::Endpoint> {
-        self.shared
+    fn endpoints(&mut self, pool: String) -> wasmtime::Result<Vec<$($p)::+::balancer::Endpoint>> {
+        Ok(self.shared
             .upstreams
             .endpoints(&pool)
             .unwrap_or_default()
             .into_iter()
-            .map(|e| balancer::Endpoint {
+            .map(|e| $($p)::+::balancer::Endpoint {
                 addr: e.addr.to_string(),
                 weight: e.weight,
                 healthy: e.healthy,
                 in_flight: e.in_flight,
                 ewma_latency_us: e.ewma_latency_us,
             })
-            .collect()
+            .collect())
     }
 }
 
-impl health::Host for GuestState {
-    fn status(&mut self, pool: String, addr: String) -> Option<health::State> {
-        let state = self.shared.upstreams.health(&pool, &addr)?;
-        Some(match state {
-            HealthState::Healthy => health::State::Healthy,
-            HealthState::Unhealthy => health::State::Unhealthy,
-            HealthState::Ejected => health::State::Ejected,
-        })
+impl $($p)::+::health::Host for GuestState {
+    fn status(&mut self, pool: String, addr: String) -> wasmtime::Result<Option<$($p)::+::health::State>> {
+        let Some(state) = self.shared.upstreams.health(&pool, &addr) else {
+            return Ok(None);
+        };
+        Ok(Some(match state {
+            HealthState::Healthy => $($p)::+::health::State::Healthy,
+            HealthState::Unhealthy => $($p)::+::health::State::Unhealthy,
+            HealthState::Ejected => $($p)::+::health::State::Ejected,
+        }))
     }
 }
 
-impl cache::Host for GuestState {
-    fn peek(&mut self, key: Vec<u8>) -> Option<cache::Entry> {
-        let object = self.cache()?.peek(&key)?;
+impl $($p)::+::cache::Host for GuestState {
+    fn peek(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<$($p)::+::cache::Entry>> {
+        let Some(object) = self.cache().and_then(|c| c.peek(&key)) else {
+            return Ok(None);
+        };
         let now = std::time::Instant::now();
-        Some(cache::Entry {
+        Ok(Some($($p)::+::cache::Entry {
             age_secs: object.age(now).as_secs(),
             ttl_secs: object.ttl(now),
             status: object.status.as_u16(),
             size: object.body.len() as u64,
             tags: object.tags.iter().map(|t| t.to_string()).collect(),
-        })
+        }))
     }
 
-    fn purge_key(&mut self, key: Vec<u8>, soft: bool) -> u64 {
-        self.cache().map_or(0, |c| c.purge_key(&key, soft))
+    fn purge_key(&mut self, key: Vec<u8>, soft: bool) -> wasmtime::Result<u64> {
+        Ok(self.cache().map_or(0, |c| c.purge_key(&key, soft)))
     }
 
-    fn purge_tag(&mut self, tag: String, soft: bool) -> u64 {
-        self.cache()
-            .map_or(0, |c| c.purge(soft, |_, o| o.has_tag(&tag)))
+    fn purge_tag(&mut self, tag: String, soft: bool) -> wasmtime::Result<u64> {
+        Ok(self.cache()
+            .map_or(0, |c| c.purge(soft, |_, o| o.has_tag(&tag))))
     }
 }
 
-impl log::Host for GuestState {
-    fn log(&mut self, level: log::Level, mut message: String) {
+impl $($p)::+::log::Host for GuestState {
+    fn log(&mut self, level: $($p)::+::log::Level, mut message: String) -> wasmtime::Result<()> {
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -252,27 +430,33 @@ impl log::Host for GuestState {
         let (policy, revision) = (&*self.shared.name, self.shared.revision);
         // `target` lets operators filter guest output (`sluice::guest=warn`).
         match level {
-            log::Level::Trace => {
+            $($p)::+::log::Level::Trace => {
                 tracing::trace!(target: "sluice::guest", policy, revision, "{message}")
             }
-            log::Level::Debug => {
+            $($p)::+::log::Level::Debug => {
                 tracing::debug!(target: "sluice::guest", policy, revision, "{message}")
             }
-            log::Level::Info => {
+            $($p)::+::log::Level::Info => {
                 tracing::info!(target: "sluice::guest", policy, revision, "{message}")
             }
-            log::Level::Warn => {
+            $($p)::+::log::Level::Warn => {
                 tracing::warn!(target: "sluice::guest", policy, revision, "{message}")
             }
-            log::Level::Error => {
+            $($p)::+::log::Level::Error => {
                 tracing::error!(target: "sluice::guest", policy, revision, "{message}")
             }
         }
+        Ok(())
     }
 }
 
-impl config::Host for GuestState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.shared.settings.get(&key).cloned()
+impl $($p)::+::config::Host for GuestState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.shared.settings.get(&key).cloned())
     }
 }
+    };
+}
+
+shared_imports!(v03::sluice::policy);
+shared_imports!(v02::sluice::policy);

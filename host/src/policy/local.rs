@@ -2,8 +2,11 @@
 //! corpus file, without a proxy. Like a local runtime for edge functions: the same engine,
 //! limits and host imports as production, but no rehearsal, so a broken module can be examined.
 
-use super::revision::{PolicyFailure, Revision};
-use super::{Decision, EndpointInfo, LoadError, PolicyRequest, Upstreams};
+use super::host::ResponseHead;
+use super::revision::{Context, PolicyFailure, Revision};
+use super::{
+    Decision, EndpointInfo, LoadError, PolicyRequest, ResponseAction, ResponseSource, Upstreams,
+};
 use crate::config::PolicyConfig;
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +35,86 @@ impl LocalPolicy {
     pub fn decide(&self, req: &TestRequest) -> Result<Decision, PolicyFailure> {
         self.revision.decide(req.to_policy_request()).1
     }
+
+    /// The `sluice:policy` version the component was built for.
+    pub fn world(&self) -> &str {
+        &self.revision.world
+    }
+
+    /// Whether the component exports `on-response`.
+    pub fn has_response_phase(&self) -> bool {
+        self.revision.has_response_phase()
+    }
+
+    /// Runs `on-response` on `resp` as the response to `req`. A policy without the export
+    /// serves every response unchanged, as the proxy would.
+    pub fn respond(
+        &self,
+        req: &TestRequest,
+        resp: &TestResponse,
+    ) -> Result<ResponseAction, PolicyFailure> {
+        if !self.has_response_phase() {
+            return Ok(ResponseAction::Serve(Default::default()));
+        }
+        let context = Context {
+            request: req.to_policy_request(),
+            response: Some(ResponseHead {
+                status: resp.status,
+                headers: resp.headers.clone(),
+                source: Some(resp.source),
+                endpoint: match resp.source {
+                    ResponseSource::Upstream => Some("127.0.0.1:80".into()),
+                    ResponseSource::Cache => None,
+                },
+            }),
+        };
+        self.revision.on_response(context, false).1
+    }
+}
+
+/// A response head for the response phase: `STATUS` plus headers and where it came from.
+#[derive(Debug, Clone)]
+pub struct TestResponse {
+    status: u16,
+    headers: http::HeaderMap,
+    source: ResponseSource,
+}
+
+impl TestResponse {
+    /// Parses `503` (100..=599), `name: value` header lines and `upstream` or `cache`.
+    pub fn parse(status: &str, headers: &[String], source: &str) -> Result<TestResponse, String> {
+        let status: u16 = status
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+            .ok_or_else(|| format!("response {status:?}: expected a status code, e.g. `503`"))?;
+        let source = match source {
+            "upstream" => ResponseSource::Upstream,
+            "cache" => ResponseSource::Cache,
+            other => return Err(format!("source {other:?}: expected `upstream` or `cache`")),
+        };
+        Ok(TestResponse {
+            status,
+            headers: header_map(headers)?,
+            source,
+        })
+    }
+}
+
+fn header_map(headers: &[String]) -> Result<http::HeaderMap, String> {
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?}: expected `name: value`"))?;
+        let name = http::HeaderName::from_bytes(n.trim().as_bytes())
+            .map_err(|_| format!("header {h:?}: invalid name"))?;
+        let value = http::HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("header {h:?}: invalid value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 /// Accepts any target: for testing a policy without the config it will run with.
@@ -83,21 +166,10 @@ impl TestRequest {
             Some("http" | "https") if uri.authority().is_some() => {}
             _ => return Err(format!("{url:?}: use an absolute http:// or https:// URL")),
         }
-        let mut map = http::HeaderMap::new();
-        for h in headers {
-            let (n, v) = h
-                .split_once(':')
-                .ok_or_else(|| format!("header {h:?}: expected `name: value`"))?;
-            let name = http::HeaderName::from_bytes(n.trim().as_bytes())
-                .map_err(|_| format!("header {h:?}: invalid name"))?;
-            let value = http::HeaderValue::from_str(v.trim())
-                .map_err(|_| format!("header {h:?}: invalid value"))?;
-            map.append(name, value);
-        }
         Ok(TestRequest {
             method,
             uri,
-            headers: map,
+            headers: header_map(headers)?,
             client,
         })
     }
@@ -136,7 +208,9 @@ impl TestRequest {
 
 /// One corpus line: `{"request": "GET https://h/p", "headers": {"k": "v"}, "client": "ip",
 /// "expect": {...}}`. `expect` is matched as a subset of the decision's JSON (see
-/// [`Decision::to_json`]); a failure matches `{"failure": "trap" | "deadline" | ...}`.
+/// [`Decision::to_json`]); a failure matches `{"failure": "trap" | "deadline" | ...}`. With
+/// `"response": {"status": 503, "headers": {...}, "source": "upstream"}` the response phase
+/// runs too, and `expect` matches `{"decision": ..., "response": ...}`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorpusCase {
@@ -144,18 +218,47 @@ pub struct CorpusCase {
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
     pub client: Option<IpAddr>,
+    pub response: Option<CorpusResponse>,
     pub expect: Value,
+}
+
+/// The response head of a corpus case.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "upstream")]
+    pub source: String,
+}
+
+fn upstream() -> String {
+    "upstream".into()
 }
 
 /// The decision (or failure) as the JSON that corpora match against.
 pub fn outcome_json(result: &Result<Decision, PolicyFailure>) -> Value {
     match result {
         Ok(d) => d.to_json(),
-        Err(f) => serde_json::json!({
-            "failure": f.kind,
-            "detail": f.detail,
-        }),
+        Err(f) => failure_json(f),
     }
+}
+
+/// The response phase's answer (or failure) as JSON.
+pub fn response_json(result: &Result<ResponseAction, PolicyFailure>) -> Value {
+    match result {
+        Ok(a) => a.to_json(),
+        Err(f) => failure_json(f),
+    }
+}
+
+fn failure_json(f: &PolicyFailure) -> Value {
+    serde_json::json!({
+        "failure": f.kind,
+        "phase": f.phase,
+        "detail": f.detail,
+    })
 }
 
 /// Whether every field in `expected` is present in `actual` with a matching value: objects

@@ -14,6 +14,7 @@
 //!   call (fresh instance or bounded reuse) and failure classification.
 //! - `host.rs`: the store's data and the host side of the WIT imports.
 //! - `decision.rs`: the guest's decision checked and converted to host types.
+//! - `wasi.rs`: the WASI a guest gets (clocks, random, stdio to the log; no files or sockets).
 //! - `runtime.rs`: the active revision, history, hot swap, rollback and status.
 //! - `watch.rs`: reload when the module file changes.
 
@@ -25,12 +26,16 @@ pub mod local;
 mod native;
 mod revision;
 mod runtime;
+mod wasi;
 pub mod watch;
 
-pub use decision::{CachePolicy, Decision, EditOp, Forward, HeaderEdit, LocalResponse};
+pub use decision::{
+    CachePolicy, Decision, EditOp, Forward, HeaderEdit, LocalResponse, ResponseAction,
+    ResponseChanges,
+};
 pub use engine::EngineOptions;
 pub use revision::{FailureKind, PolicyFailure};
-pub use runtime::{PolicyRuntime, PolicyStatus, RevisionInfo, Verdict};
+pub use runtime::{PhaseStats, PolicyRuntime, PolicyStatus, ResponseHook, RevisionInfo, Verdict};
 
 pub use crate::balance::{Algorithm, HealthState};
 
@@ -51,6 +56,34 @@ pub struct PolicyRequest {
     pub client: SocketAddr,
     pub tls: bool,
     pub sni: Option<Arc<str>>,
+}
+
+/// Where a response the response phase looks at comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseSource {
+    /// The upstream's answer to this request.
+    Upstream,
+    /// A stored response (a hit, a stale one, or one just revalidated).
+    Cache,
+}
+
+impl PolicyRequest {
+    /// A copy for the response phase, which reads the request after the proxy has consumed
+    /// it (extensions are not copied).
+    pub fn copy(&self) -> PolicyRequest {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = self.parts.method.clone();
+        parts.uri = self.parts.uri.clone();
+        parts.version = self.parts.version;
+        parts.headers = self.parts.headers.clone();
+        PolicyRequest {
+            parts,
+            authority: self.authority.clone(),
+            client: self.client,
+            tls: self.tls,
+            sni: self.sni.clone(),
+        }
+    }
 }
 
 /// One endpoint as the guest's `balancer.endpoints` reports it: live state at the moment of

@@ -1,31 +1,34 @@
 //! One loaded policy component: checked, compiled, pre-instantiated, and called per request.
 //!
-//! Loading refuses a component built for another version of the `sluice:policy` package (its
-//! imports name the version) and one that imports `wasi:filesystem`, `wasi:sockets` or
-//! `wasi:http` (unless the operator allows it by name), links every other unknown import to a function
-//! that traps if called (toolchains add WASI imports that a policy never uses), and checks the
-//! `decide` export's type. By default an instance serves up to 1000 requests, one at a time,
-//! taken from and returned to a small idle list; it is discarded after any failure. With
-//! `instances = { reuse = 1 }` every request gets a fresh one: new `Store` -> instantiate from
-//! the `InstancePre` -> `decide` -> drop, so nothing survives a request.
+//! Loading reads the `sluice:policy` version the component was built for from its imports
+//! (0.3.x or 0.2.x; any other is refused, naming both), refuses one that imports `wasi:http`
+//! (unless the operator allows it by name), links WASI as `wasi.rs` grants it and every other
+//! unknown import to a function that traps if called (toolchains add imports a policy never
+//! uses), and finds the exports: `decide`, and for a 0.3 component of the `responder` world
+//! `on-response`. By default an instance serves up to 1000 calls, one at a time, taken from and
+//! returned to a small idle list; it is discarded after any failure. With
+//! `instances = { reuse = 1 }` every call gets a fresh one: new `Store` -> instantiate from the
+//! `InstancePre` -> call -> drop, so nothing survives a request.
 
-use super::bindings::{Policy, PolicyPre};
-use super::decision::{self, Decision};
-use super::host::{GuestState, Shared};
+use super::bindings::{v02, v03};
+use super::decision::{Checked, Decision, ResponseAction};
+use super::host::{GuestState, ResponseHead, Shared};
 use super::{LoadError, PolicyRequest, engine};
 use crate::config::{FailMode, InstanceMode, PolicyConfig, REFUSED_IMPORTS};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, Resource};
+use wasmtime::component::{
+    Component, ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc,
+};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// Most idle instances a reuse pool keeps; more concurrent requests create extra instances
 /// that are dropped afterwards.
 const MAX_IDLE_INSTANCES: usize = 64;
 
-/// Why a `decide` call produced no usable decision.
+/// Why a policy call produced no usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
@@ -41,9 +44,9 @@ pub enum FailureKind {
     Instantiate,
 }
 
-/// A failed `decide` call: what happened, in which revision, and what to do about it.
+/// A failed call: what happened, in which revision and phase, and what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("policy {policy} revision {revision}: {kind:?}: {detail}")]
+#[error("policy {policy} revision {revision}: {phase}: {kind:?}: {detail}")]
 pub struct PolicyFailure {
     pub kind: FailureKind,
     pub detail: String,
@@ -52,9 +55,11 @@ pub struct PolicyFailure {
     pub policy: Arc<str>,
     pub revision: u64,
     pub fail: FailMode,
+    /// `decide` or `on-response`.
+    pub phase: &'static str,
 }
 
-/// Counters shown by `GET /policy`.
+/// Counters of one phase, shown by `GET /policy`.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
     pub calls: AtomicU64,
@@ -65,16 +70,74 @@ pub(super) struct Stats {
     pub instantiate: AtomicU64,
 }
 
+impl Stats {
+    fn count(&self, kind: FailureKind) {
+        let counter = match kind {
+            FailureKind::Trap => &self.traps,
+            FailureKind::Deadline => &self.deadlines,
+            FailureKind::Memory => &self.memory,
+            FailureKind::InvalidDecision => &self.invalid,
+            FailureKind::Instantiate => &self.instantiate,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The two phases a revision may be called for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Decide,
+    Respond,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Decide => "decide",
+            Phase::Respond => "on-response",
+        }
+    }
+}
+
 pub(super) struct Revision {
     pub shared: Arc<Shared>,
     pub sha256: String,
     pub size: usize,
     pub fail: FailMode,
+    /// `decide` calls.
     pub stats: Stats,
-    pre: PolicyPre<GuestState>,
+    /// `on-response` calls.
+    pub response_stats: Stats,
+    /// The package version the component was built for, e.g. `0.3.0`.
+    pub world: String,
+    exports: Exports,
     deadline_ticks: u64,
     memory_cap: usize,
     reuse: Option<ReusePool>,
+}
+
+/// How to call a component, by the package version it was built for.
+enum Exports {
+    /// 0.2.x: `decide(req: borrow<request>)`, through the generated wrapper.
+    V02(v02::PolicyPre<GuestState>),
+    /// 0.3.x: `decide()`, and `on-response()` in the `responder` world.
+    V03 {
+        pre: InstancePre<GuestState>,
+        decide: ComponentExportIndex,
+        on_response: Option<ComponentExportIndex>,
+    },
+}
+
+type Decide03 = TypedFunc<(), (v03::sluice::policy::types::Decision,)>;
+type Respond03 = TypedFunc<(), (v03::sluice::policy::types::ResponseDecision,)>;
+
+/// An instance's entry points.
+enum Entry {
+    V02(v02::Policy),
+    V03 {
+        decide: Decide03,
+        on_response: Option<Respond03>,
+    },
 }
 
 struct ReusePool {
@@ -84,8 +147,14 @@ struct ReusePool {
 
 struct Reusable {
     store: Store<GuestState>,
-    policy: Policy,
+    entry: Entry,
     uses: u32,
+}
+
+/// What a call hands the guest and gets back: the request, and for `on-response` the head.
+pub(super) struct Context {
+    pub request: PolicyRequest,
+    pub response: Option<ResponseHead>,
 }
 
 impl Revision {
@@ -101,8 +170,8 @@ impl Revision {
         let engine = engine::engine().map_err(LoadError)?;
         if !is_component(bytes) {
             return Err(LoadError(if bytes.starts_with(b"\0asm") {
-                "this is a core Wasm module, not a component: build for wasm32-wasip2 or run \
-                 `wasm-tools component new`"
+                "this is a core Wasm module, not a component: build it with `sluice policy \
+                 build`, for wasm32-wasip2, or run `wasm-tools component new`"
                     .into()
             } else {
                 "not a Wasm component (no \\0asm header)".into()
@@ -110,39 +179,68 @@ impl Revision {
         }
         let component = Component::new(engine, bytes)
             .map_err(|e| LoadError(format!("invalid component: {}", root_cause(&e))))?;
-        check_world_version(&component, engine)?;
+        let world = world_version(&component, engine)?;
         check_imports(&component, engine, &config.allow_imports)?;
 
         let mut linker = Linker::<GuestState>::new(engine);
-        Policy::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(|e| LoadError(format!("linking host imports: {e:#}")))?;
-        // The world's `use types.{request}` also makes the component import `request` at the
-        // top level, as a type equal to the interface's. Left to the stubs below, it would get
-        // a different resource type and fail the match, so give it the same one.
-        linker
-            .root()
-            .resource(
-                "request",
-                wasmtime::component::ResourceType::host::<super::host::RequestRep>(),
-                |_, _| Ok(()),
+        let link = |e: wasmtime::Error| LoadError(format!("linking host imports: {e:#}"));
+        let v03 = world.starts_with("0.3.");
+        if v03 {
+            v03::Responder::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(
+                &mut linker,
+                |s| s,
             )
-            .map_err(|e| LoadError(format!("linking host imports: {e:#}")))?;
+            .map_err(link)?;
+        } else {
+            v02::Policy::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(
+                &mut linker,
+                |s| s,
+            )
+            .map_err(link)?;
+            // The 0.2 world's `use types.{request}` also makes the component import `request`
+            // at the top level, as a type equal to the interface's. Left to the stubs below, it
+            // would get a different resource type and fail the match, so give it the same one.
+            linker
+                .root()
+                .resource(
+                    "request",
+                    wasmtime::component::ResourceType::host::<super::host::RequestRep>(),
+                    |_, _| Ok(()),
+                )
+                .map_err(link)?;
+        }
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
         stub_unknown_imports(&mut linker, &component, engine)
             .map_err(|e| LoadError(format!("linking imports: {e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             LoadError(format!(
-                "imports do not match the sluice:policy world: {e:#}"
+                "imports do not match the sluice:policy@{world} world: {e:#}"
             ))
         })?;
-        let pre = PolicyPre::new(pre).map_err(|e| {
-            LoadError(format!(
-                "exports do not match the sluice:policy world (expected `decide: func(req: \
-                 borrow<request>) -> decision`): {e:#}"
-            ))
-        })?;
+        let exports = if v03 {
+            let decide = component.get_export_index(None, "decide").ok_or_else(|| {
+                LoadError(format!(
+                    "exports do not match the sluice:policy@{world} world: no `decide` export \
+                     (expected `decide: func() -> decision`)"
+                ))
+            })?;
+            let on_response = component.get_export_index(None, "on-response");
+            Exports::V03 {
+                pre,
+                decide,
+                on_response,
+            }
+        } else {
+            Exports::V02(v02::PolicyPre::new(pre).map_err(|e| {
+                LoadError(format!(
+                    "exports do not match the sluice:policy@{world} world (expected `decide: \
+                     func(req: borrow<request>) -> decision`): {e:#}"
+                ))
+            })?)
+        };
 
         let sha256 = super::sha256_hex(bytes);
-        Ok(Revision {
+        let revision = Revision {
             shared: Arc::new(Shared {
                 name: config.name.as_str().into(),
                 revision,
@@ -154,7 +252,9 @@ impl Revision {
             size: bytes.len(),
             fail: config.fail,
             stats: Stats::default(),
-            pre,
+            response_stats: Stats::default(),
+            world,
+            exports,
             deadline_ticks: engine::deadline_ticks(config.deadline),
             memory_cap: config.memory,
             reuse: match config.instances {
@@ -164,11 +264,61 @@ impl Revision {
                     idle: Mutex::new(Vec::new()),
                 }),
             },
-        })
+        };
+        revision.check_exports()?;
+        Ok(revision)
+    }
+
+    /// Type-checks the 0.3 exports in one instance (0.2's wrapper checked `decide` already),
+    /// so that a wrong signature fails the load, not a request.
+    fn check_exports(&self) -> Result<(), LoadError> {
+        let Exports::V03 {
+            pre,
+            decide,
+            on_response,
+        } = &self.exports
+        else {
+            return Ok(());
+        };
+        let mut store = self.new_store();
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instance = pre.instantiate(&mut store).map_err(|e| {
+            let f = instantiate_failure(&e, store.data().memory_denied);
+            LoadError(format!("instantiating: {:?}: {}", f.kind, f.detail))
+        })?;
+        let world = &self.world;
+        let mismatch = |name: &str, sig: &str, e: wasmtime::Error| {
+            LoadError(format!(
+                "exports do not match the sluice:policy@{world} world: expected `{name}: {sig}`: \
+                 {e:#}"
+            ))
+        };
+        instance
+            .get_typed_func::<(), (v03::sluice::policy::types::Decision,)>(&mut store, decide)
+            .map_err(|e| mismatch("decide", "func() -> decision", e))?;
+        if let Some(i) = on_response {
+            instance
+                .get_typed_func::<(), (v03::sluice::policy::types::ResponseDecision,)>(
+                    &mut store, i,
+                )
+                .map_err(|e| mismatch("on-response", "func() -> response-decision", e))?;
+        }
+        Ok(())
     }
 
     pub fn id(&self) -> u64 {
         self.shared.revision
+    }
+
+    /// Whether the component exports `on-response`.
+    pub fn has_response_phase(&self) -> bool {
+        matches!(
+            self.exports,
+            Exports::V03 {
+                on_response: Some(_),
+                ..
+            }
+        )
     }
 
     /// Drops idle reuse-mode instances: a revision that is no longer active should not hold
@@ -181,43 +331,81 @@ impl Revision {
 
     /// Runs `decide` for one request and hands the request back.
     pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
-        self.call(req, false)
+        self.decide_as(req, false)
     }
 
     /// [`decide`](Self::decide) for a rehearsal request before the revision is published: the
     /// guest's `cache` import sees no cache, so loading a policy never purges anything.
     pub fn rehearse(&self, req: PolicyRequest) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
-        self.call(req, true)
+        self.decide_as(req, true)
     }
 
-    fn call(
+    fn decide_as(
         &self,
         req: PolicyRequest,
         rehearsal: bool,
     ) -> (PolicyRequest, Result<Decision, PolicyFailure>) {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let (req, result) = match &self.reuse {
-            None => self.decide_fresh(req, rehearsal),
-            Some(pool) => self.decide_reused(pool, req, rehearsal),
+        let context = Context {
+            request: req,
+            response: None,
         };
-        let result = result.and_then(|d| {
-            decision::convert(d, &*self.shared.upstreams)
-                .map_err(|detail| Failed::new(FailureKind::InvalidDecision, detail))
+        let (context, result) = self.call(context, rehearsal, Phase::Decide, |entry, store| {
+            let upstreams = store.data().shared.upstreams.clone();
+            let checked = match entry {
+                Entry::V02(p) => p
+                    .call_decide(&mut *store, Resource::new_borrow(0))?
+                    .check(&*upstreams),
+                Entry::V03 { decide, .. } => decide.call(&mut *store, ())?.0.check(&*upstreams),
+            };
+            Ok(checked)
         });
+        (context.request, result)
+    }
+
+    /// Runs `on-response` on a response head (`context.response`) and hands both back. Only
+    /// for a revision with [`has_response_phase`](Self::has_response_phase).
+    pub fn on_response(
+        &self,
+        context: Context,
+        rehearsal: bool,
+    ) -> (Context, Result<ResponseAction, PolicyFailure>) {
+        self.call(context, rehearsal, Phase::Respond, |entry, store| {
+            let upstreams = store.data().shared.upstreams.clone();
+            match entry {
+                Entry::V03 {
+                    on_response: Some(f),
+                    ..
+                } => Ok(f.call(&mut *store, ())?.0.check(&*upstreams)),
+                _ => Err(wasmtime::format_err!(
+                    "the component has no on-response export"
+                )),
+            }
+        })
+    }
+
+    fn call<T>(
+        &self,
+        context: Context,
+        rehearsal: bool,
+        phase: Phase,
+        run: impl FnOnce(&Entry, &mut Store<GuestState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> (Context, Result<T, PolicyFailure>) {
+        let stats = match phase {
+            Phase::Decide => &self.stats,
+            Phase::Respond => &self.response_stats,
+        };
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        let (context, result) = match &self.reuse {
+            None => self.call_fresh(context, rehearsal, run),
+            Some(pool) => self.call_reused(pool, context, rehearsal, run),
+        };
         let result = result.map_err(
             |Failed {
                  kind,
                  detail,
                  backtrace,
              }| {
-                let counter = match kind {
-                    FailureKind::Trap => &self.stats.traps,
-                    FailureKind::Deadline => &self.stats.deadlines,
-                    FailureKind::Memory => &self.stats.memory,
-                    FailureKind::InvalidDecision => &self.stats.invalid,
-                    FailureKind::Instantiate => &self.stats.instantiate,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                stats.count(kind);
                 PolicyFailure {
                     kind,
                     detail,
@@ -225,24 +413,18 @@ impl Revision {
                     policy: self.shared.name.clone(),
                     revision: self.shared.revision,
                     fail: self.fail,
+                    phase: phase.name(),
                 }
             },
         );
-        (req, result)
+        (context, result)
     }
 
-    fn new_store(&self, request: Option<PolicyRequest>) -> Store<GuestState> {
-        let engine = self.pre.engine();
+    fn new_store(&self) -> Store<GuestState> {
+        let engine = engine::engine().expect("the engine exists once a revision is loaded");
         let mut store = Store::new(
             engine,
-            GuestState {
-                request,
-                shared: self.shared.clone(),
-                memory_cap: self.memory_cap,
-                memory_denied: false,
-                overtime: Overtime::default(),
-                rehearsal: false,
-            },
+            GuestState::new(self.shared.clone(), self.memory_cap),
         );
         store.limiter(|s| s);
         let max_rounds = self.deadline_ticks * MAX_OVERTIME_FACTOR;
@@ -252,65 +434,126 @@ impl Revision {
         store
     }
 
-    fn decide_fresh(&self, req: PolicyRequest, rehearsal: bool) -> (PolicyRequest, Outcome) {
-        let mut store = self.new_store(Some(req));
-        store.data_mut().rehearsal = rehearsal;
-        store.set_epoch_deadline(self.deadline_ticks);
-        let result = match self.pre.instantiate(&mut store) {
-            Ok(policy) => policy
-                .call_decide(&mut store, Resource::new_borrow(0))
-                .map_err(|e| classify(&e, store.data().memory_denied)),
-            Err(e) => Err(instantiate_failure(&e, store.data().memory_denied)),
+    /// Instantiates the component in `store` and finds its entry points.
+    fn instantiate(&self, store: &mut Store<GuestState>) -> Result<Entry, Failed> {
+        let failed = |e: wasmtime::Error, store: &Store<GuestState>| {
+            instantiate_failure(&e, store.data().memory_denied)
         };
-        let req = take_request(&mut store);
-        (req, result)
+        match &self.exports {
+            Exports::V02(pre) => match pre.instantiate(&mut *store) {
+                Ok(p) => Ok(Entry::V02(p)),
+                Err(e) => Err(failed(e, store)),
+            },
+            Exports::V03 {
+                pre,
+                decide,
+                on_response,
+            } => {
+                let instance = match pre.instantiate(&mut *store) {
+                    Ok(i) => i,
+                    Err(e) => return Err(failed(e, store)),
+                };
+                let typed = |store: &mut Store<GuestState>| -> wasmtime::Result<Entry> {
+                    Ok(Entry::V03 {
+                        decide: instance.get_typed_func(&mut *store, decide)?,
+                        on_response: on_response
+                            .as_ref()
+                            .map(|i| instance.get_typed_func(&mut *store, i))
+                            .transpose()?,
+                    })
+                };
+                typed(store)
+                    .map_err(|e| Failed::new(FailureKind::Instantiate, format!("exports: {e:#}")))
+            }
+        }
     }
 
-    fn decide_reused(
+    fn call_fresh<T>(
+        &self,
+        context: Context,
+        rehearsal: bool,
+        run: impl FnOnce(&Entry, &mut Store<GuestState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> (Context, Result<T, Failed>) {
+        let mut store = self.new_store();
+        put(&mut store, context, rehearsal);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let result = self
+            .instantiate(&mut store)
+            .and_then(|entry| finish(run(&entry, &mut store), &store));
+        (take(&mut store), result)
+    }
+
+    fn call_reused<T>(
         &self,
         pool: &ReusePool,
-        req: PolicyRequest,
+        context: Context,
         rehearsal: bool,
-    ) -> (PolicyRequest, Outcome) {
+        run: impl FnOnce(&Entry, &mut Store<GuestState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> (Context, Result<T, Failed>) {
         let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut inst = match idle {
             Some(i) => i,
             None => {
-                let mut store = self.new_store(None);
+                let mut store = self.new_store();
                 store.set_epoch_deadline(self.deadline_ticks);
-                match self.pre.instantiate(&mut store) {
-                    Ok(policy) => Reusable {
+                match self.instantiate(&mut store) {
+                    Ok(entry) => Reusable {
                         store,
-                        policy,
+                        entry,
                         uses: 0,
                     },
-                    Err(e) => {
-                        let f = instantiate_failure(&e, store.data().memory_denied);
-                        return (req, Err(f));
-                    }
+                    Err(f) => return (context, Err(f)),
                 }
             }
         };
-        let data = inst.store.data_mut();
-        data.request = Some(req);
-        data.overtime = Overtime::default();
-        data.memory_denied = false;
-        data.rehearsal = rehearsal;
+        put(&mut inst.store, context, rehearsal);
         inst.store.set_epoch_deadline(self.deadline_ticks);
-        let result = inst
-            .policy
-            .call_decide(&mut inst.store, Resource::new_borrow(0))
-            .map_err(|e| classify(&e, inst.store.data().memory_denied));
-        let req = take_request(&mut inst.store);
+        let result = finish(run(&inst.entry, &mut inst.store), &inst.store);
+        let context = take(&mut inst.store);
         inst.uses += 1;
-        // A failed instance may be in any state: never reuse it.
+        // A failed instance may be in any state: never reuse it. An invalid decision is the
+        // guest's answer, not a broken instance, but it is treated the same: simple and safe.
         if result.is_ok() && inst.uses < pool.max_uses {
             let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < MAX_IDLE_INSTANCES {
                 idle.push(inst);
             }
         }
-        (req, result)
+        (context, result)
+    }
+}
+
+/// Moves the call's context into the store.
+fn put(store: &mut Store<GuestState>, context: Context, rehearsal: bool) {
+    let data = store.data_mut();
+    data.request = Some(context.request);
+    data.response = context.response;
+    data.overtime = Overtime::default();
+    data.memory_denied = false;
+    data.rehearsal = rehearsal;
+}
+
+/// Takes the call's context back out of the store.
+fn take(store: &mut Store<GuestState>) -> Context {
+    let data = store.data_mut();
+    Context {
+        request: data
+            .request
+            .take()
+            .expect("the host put the request in the store before the call"),
+        response: data.response.take(),
+    }
+}
+
+/// A guest call's outcome: a trap classified, a refused answer as an invalid decision.
+fn finish<T>(
+    result: wasmtime::Result<Result<T, String>>,
+    store: &Store<GuestState>,
+) -> Result<T, Failed> {
+    match result {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(detail)) => Err(Failed::new(FailureKind::InvalidDecision, detail)),
+        Err(e) => Err(classify(&e, store.data().memory_denied)),
     }
 }
 
@@ -353,8 +596,6 @@ fn thread_cpu_time() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-type Outcome = Result<super::bindings::sluice::policy::types::Decision, Failed>;
-
 /// A failure before it is tagged with the revision.
 struct Failed {
     kind: FailureKind,
@@ -370,14 +611,6 @@ impl Failed {
             backtrace: Vec::new(),
         }
     }
-}
-
-fn take_request(store: &mut Store<GuestState>) -> PolicyRequest {
-    store
-        .data_mut()
-        .request
-        .take()
-        .expect("the host put the request in the store before the call")
 }
 
 fn classify(e: &wasmtime::Error, memory_denied: bool) -> Failed {
@@ -449,48 +682,64 @@ fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
 }
 
-/// The version of the `sluice:policy` package this host implements: `wit/policy.wit`'s.
-const WORLD_VERSION: &str = "0.2.1";
+/// The versions of the `sluice:policy` package this host implements: `wit/policy.wit`'s, and
+/// the frozen `host/wit/0.2.1/policy.wit`. The first is current (what error messages name).
+pub(super) const WORLD_VERSIONS: [&str; 2] = ["0.3.0", "0.2.1"];
 
-/// Refuses a component whose `sluice:policy` imports name a version incompatible with
-/// [`WORLD_VERSION`] (semver: the same major version, or the same minor for 0.x). Without this
-/// an old component would fail the type check below with a message about some import or type
-/// that does not say the real problem: it was built with an older SDK.
-fn check_world_version(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
+/// The version of the `sluice:policy` package the component was built for, read from its
+/// imports; refused when no implemented version is semver-compatible (the same major version,
+/// or the same minor for 0.x). Without this an old component would fail the type check with
+/// a message about some import or type that does not say the real problem: it was built with
+/// an older SDK. A component that imports nothing of the package (possible for a 0.3 policy
+/// that reads nothing) is taken as the current version.
+fn world_version(component: &Component, engine: &wasmtime::Engine) -> Result<String, LoadError> {
     let ty = component.component_type();
+    let mut found: Option<String> = None;
     for (name, _) in ty.imports(engine) {
         let Some(interface) = name.strip_prefix("sluice:policy/") else {
             continue;
         };
         let version = interface.split_once('@').map(|(_, v)| v);
-        if version.is_some_and(|v| semver_track(v) == semver_track(WORLD_VERSION)) {
-            continue;
+        let supported = version.and_then(|v| {
+            WORLD_VERSIONS
+                .iter()
+                .find(|w| semver_track(w) == semver_track(v))
+                .map(|_| v)
+        });
+        match (supported, &found) {
+            (Some(v), None) => found = Some(v.to_owned()),
+            (Some(v), Some(f)) if semver_track(v) == semver_track(f) => {}
+            _ => {
+                let built_for = match version {
+                    Some(v) => format!("sluice:policy@{v}"),
+                    None => "an unversioned sluice:policy".to_owned(),
+                };
+                let current = WORLD_VERSIONS[0];
+                return Err(LoadError(format!(
+                    "built for {built_for} (it imports `{name}`); this host implements \
+                     sluice:policy@{current} (and {older}): rebuild it with sluice-sdk {sdk}",
+                    older = WORLD_VERSIONS[1..].join(", "),
+                    sdk = semver_track(current),
+                )));
+            }
         }
-        let built_for = match version {
-            Some(v) => format!("sluice:policy@{v}"),
-            None => "an unversioned sluice:policy".to_owned(),
-        };
-        return Err(LoadError(format!(
-            "built for {built_for} (it imports `{name}`); this host implements \
-             sluice:policy@{WORLD_VERSION}: rebuild it with sluice-sdk {sdk}",
-            sdk = semver_track(WORLD_VERSION),
-        )));
     }
-    Ok(())
+    Ok(found.unwrap_or_else(|| WORLD_VERSIONS[0].to_owned()))
 }
 
 /// Links every import outside the `sluice:policy` package to a function that traps if called
 /// (resources to a placeholder type), as wasmtime's `define_unknown_imports_as_traps` does, but
 /// leaving the package's own imports to the definitions `Policy::add_to_linker` made.
 ///
-/// Those definitions are named for [`WORLD_VERSION`] (`sluice:policy/log@0.2.1`), and a
+/// Those definitions are named for the implemented version (`sluice:policy/log@0.2.1`), and a
 /// component built for an earlier compatible version imports `sluice:policy/log@0.2.0`.
 /// wasmtime's `Linker` resolves such a name to the semver-compatible definition by itself, but
 /// only when nothing is defined under the exact name: `define_unknown_imports_as_traps` looks
 /// instances up by exact name and would define a trapping `...@0.2.0` instance that wins the
 /// lookup (and whose `request` resource is not the host's, so loading fails). Every
-/// `sluice:policy` import left here is on [`WORLD_VERSION`]'s track (`check_world_version` ran
-/// first); one the host lacks (a newer minor's addition) fails `instantiate_pre` by name.
+/// `sluice:policy` import left here is on an implemented version's track (`world_version` ran
+/// first); one the host lacks (a newer minor's addition) fails `instantiate_pre` by name. The
+/// WASI interfaces `wasi.rs` provides are left alone for the same reason.
 fn stub_unknown_imports(
     linker: &mut Linker<GuestState>,
     component: &Component,
@@ -542,7 +791,7 @@ fn stub_unknown_imports(
     let mut root = linker.root();
     for (name, ext) in ty.imports(engine) {
         // `request`: the world's own `use types.{request}`, defined by the caller.
-        if name == "request" || name.starts_with("sluice:policy/") {
+        if name == "request" || name.starts_with("sluice:policy/") || super::wasi::provides(name) {
             continue;
         }
         stub(&mut root, engine, name, &ext.ty, "")?;
@@ -580,11 +829,7 @@ fn check_imports(
                     "the component imports `{name}`: policies get no {what}; rebuild it without \
                      that import, or allow it with policy.allow_imports = [\"{refused}\"] (its \
                      functions will trap if called)",
-                    what = match refused {
-                        "wasi:filesystem" => "filesystem",
-                        "wasi:sockets" => "sockets",
-                        _ => "outgoing HTTP",
-                    }
+                    what = "outgoing HTTP",
                 )));
             }
         }
@@ -597,13 +842,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn world_version_is_the_wit_package_version() {
-        let wit = include_str!("../../../wit/policy.wit");
-        let package = format!("\npackage sluice:policy@{WORLD_VERSION};\n");
-        assert!(
-            wit.contains(&package),
-            "wit/policy.wit should declare {package:?}"
-        );
+    fn world_versions_are_the_wit_package_versions() {
+        for (wit, version) in [
+            (include_str!("../../../wit/policy.wit"), WORLD_VERSIONS[0]),
+            (
+                include_str!("../../wit/0.2.1/policy.wit"),
+                WORLD_VERSIONS[1],
+            ),
+        ] {
+            let package = format!("\npackage sluice:policy@{version};\n");
+            assert!(wit.contains(&package), "{package:?} not declared");
+        }
     }
 
     #[test]

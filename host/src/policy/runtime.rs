@@ -6,8 +6,10 @@
 //! it, so a swap never affects a call in progress. A module that fails any step never replaces
 //! the active one: the caller gets the reason and the log says it.
 
-use super::revision::{PolicyFailure, Revision};
-use super::{Decision, LoadError, PolicyRequest, Upstreams, sha256_hex};
+use super::host::ResponseHead;
+use super::revision::{Context, PolicyFailure, Revision, Stats};
+use super::sha256_hex;
+use super::{Decision, LoadError, PolicyRequest, ResponseAction, ResponseSource, Upstreams};
 use crate::cache::Cache;
 use crate::config::{FailMode, InstanceMode, PolicyConfig};
 use arc_swap::ArcSwap;
@@ -49,6 +51,87 @@ pub struct RevisionInfo {
     pub memory_exceeded: u64,
     pub invalid_decisions: u64,
     pub instantiate_failures: u64,
+    /// The `sluice:policy` version the component was built for.
+    pub world: String,
+    /// The `on-response` counters; `null` when the component does not export it.
+    pub on_response: Option<PhaseStats>,
+}
+
+/// One phase's counters (the `decide` ones are `RevisionInfo`'s own fields, as before 0.3).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseStats {
+    pub calls: u64,
+    pub traps: u64,
+    pub deadline_exceeded: u64,
+    pub memory_exceeded: u64,
+    pub invalid_decisions: u64,
+    pub instantiate_failures: u64,
+}
+
+impl PhaseStats {
+    fn of(s: &Stats) -> PhaseStats {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PhaseStats {
+            calls: n(&s.calls),
+            traps: n(&s.traps),
+            deadline_exceeded: n(&s.deadlines),
+            memory_exceeded: n(&s.memory),
+            invalid_decisions: n(&s.invalid),
+            instantiate_failures: n(&s.instantiate),
+        }
+    }
+}
+
+/// The response phase of one forwarded request: the revision that decided it (a swap in
+/// between does not change who answers) and a copy of the request for the guest to read.
+/// Only made for a revision that exports `on-response`.
+pub struct ResponseHook {
+    loaded: Arc<Loaded>,
+    request: Mutex<Option<PolicyRequest>>,
+}
+
+impl ResponseHook {
+    /// Runs `on-response` on a response head about to be served; the head is lent to the
+    /// guest and put back unchanged (the returned action says what to change).
+    pub fn run(
+        &self,
+        status: http::StatusCode,
+        headers: &mut http::HeaderMap,
+        source: ResponseSource,
+        endpoint: Option<Arc<str>>,
+    ) -> Result<ResponseAction, PolicyFailure> {
+        let mut slot = self.request.lock().unwrap_or_else(|p| p.into_inner());
+        let request = slot
+            .take()
+            .expect("the request is put back after every call");
+        let context = Context {
+            request,
+            response: Some(ResponseHead {
+                status: status.as_u16(),
+                headers: std::mem::take(headers),
+                source: Some(source),
+                endpoint,
+            }),
+        };
+        let (context, result) = self.loaded.revision.on_response(context, false);
+        *slot = Some(context.request);
+        if let Some(head) = context.response {
+            *headers = head.headers;
+        }
+        if let Err(f) = &result {
+            tracing::warn!(policy = %f.policy, revision = f.revision, phase = f.phase,
+                kind = ?f.kind, fail = ?f.fail, detail = %f.detail, "policy failed");
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for ResponseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseHook")
+            .field("revision", &self.loaded.revision.id())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -118,23 +201,33 @@ impl PolicyRuntime {
         })
     }
 
-    /// Asks the active revision about one request and hands the request back.
-    pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Verdict) {
+    /// Asks the active revision about one request and hands the request back, with the
+    /// response phase to run on its response when the revision has one and forwarded it.
+    pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Verdict, Option<ResponseHook>) {
         let active = self.active.load();
         if active.config.native {
             let d = super::native::default_decision(&req);
-            return (req, Verdict::Decided(d));
+            return (req, Verdict::Decided(d), None);
         }
         let (req, result) = active.revision.decide(req);
         let verdict = match result {
             Ok(d) => Verdict::Decided(d),
             Err(f) => {
-                tracing::warn!(policy = %f.policy, revision = f.revision, kind = ?f.kind,
-                    fail = ?f.fail, detail = %f.detail, "policy failed");
+                tracing::warn!(policy = %f.policy, revision = f.revision, phase = f.phase,
+                    kind = ?f.kind, fail = ?f.fail, detail = %f.detail, "policy failed");
                 Verdict::Failed(f)
             }
         };
-        (req, verdict)
+        let hook = match &verdict {
+            Verdict::Decided(Decision::Forward(_)) if active.revision.has_response_phase() => {
+                Some(ResponseHook {
+                    request: Mutex::new(Some(req.copy())),
+                    loaded: arc_swap::Guard::into_inner(active),
+                })
+            }
+            _ => None,
+        };
+        (req, verdict, hook)
     }
 
     /// Re-reads the module file, with `config` replacing the current policy settings when
@@ -259,8 +352,9 @@ fn build(
     })
 }
 
-/// Runs `decide` on a few ordinary requests under the revision's own limits: a module that
-/// traps, loops or returns an invalid decision on these would fail real traffic.
+/// Runs `decide` on a few ordinary requests under the revision's own limits, and `on-response`
+/// (when exported) on ordinary responses to them: a module that traps, loops or returns an
+/// invalid decision on these would fail real traffic.
 fn rehearse(revision: &Revision) -> Result<(), LoadError> {
     for (method, uri, headers) in [
         ("GET", "/", &[("host", "localhost")][..]),
@@ -302,12 +396,44 @@ fn rehearse(revision: &Revision) -> Result<(), LoadError> {
             tls: false,
             sni: None,
         };
-        let (_, result) = revision.rehearse(sample);
+        let (mut sample, result) = revision.rehearse(sample);
         if let Err(f) = result {
             return Err(LoadError(format!(
                 "rehearsal request `{method} {uri}` failed: {:?}: {}",
                 f.kind, f.detail
             )));
+        }
+        if !revision.has_response_phase() {
+            continue;
+        }
+        for (status, source) in [
+            (200, ResponseSource::Upstream),
+            (503, ResponseSource::Upstream),
+            (200, ResponseSource::Cache),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                "text/html".parse().expect("valid"),
+            );
+            let context = Context {
+                request: sample,
+                response: Some(ResponseHead {
+                    status,
+                    headers,
+                    source: Some(source),
+                    endpoint: Some("192.0.2.10:80".into()),
+                }),
+            };
+            let (context, result) = revision.on_response(context, true);
+            sample = context.request;
+            if let Err(f) = result {
+                return Err(LoadError(format!(
+                    "rehearsal response {status} ({source:?}) to `{method} {uri}` failed in \
+                     on-response: {:?}: {}",
+                    f.kind, f.detail
+                )));
+            }
         }
     }
     Ok(())
@@ -343,5 +469,10 @@ fn info(l: &Loaded) -> RevisionInfo {
         memory_exceeded: n(&s.memory),
         invalid_decisions: n(&s.invalid),
         instantiate_failures: n(&s.instantiate),
+        world: l.revision.world.clone(),
+        on_response: l
+            .revision
+            .has_response_phase()
+            .then(|| PhaseStats::of(&l.revision.response_stats)),
     }
 }

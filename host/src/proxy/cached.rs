@@ -14,7 +14,7 @@ use super::{Answer, Outbound, Proxy};
 use crate::cache::directives::{Qualified, RequestDirectives};
 use crate::cache::object::{Exchange, Meta, Object, RequestFacts};
 use crate::cache::{self, Cache, Fill, Leader, Lookup, bump};
-use crate::policy::CachePolicy;
+use crate::policy::{CachePolicy, HeaderEdit, ResponseChanges, ResponseSource};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -299,8 +299,33 @@ impl Proxy {
         req: Request<RequestBody>,
         st: Status,
     ) -> Served {
-        let answer = out.route.send(req).await?;
-        Ok(self.upstream_response(c, out, answer, st, None))
+        let mut answer = out.route.send(req).await?;
+        let changes = match self.upstream_phase(out, &mut answer) {
+            Ok(changes) => changes,
+            Err(instead) => return Ok((instead, Some(answer.endpoint))),
+        };
+        Ok(self.upstream_response(c, out, answer, st, None, &changes.edits))
+    }
+
+    /// The response phase on an upstream answer (its head without hop-by-hop fields).
+    fn upstream_phase(
+        &self,
+        out: &Outbound,
+        answer: &mut Answer,
+    ) -> Result<ResponseChanges, Response<ResponseBody>> {
+        if out.hook.is_none() {
+            return Ok(ResponseChanges::default());
+        }
+        let status = answer.response.status();
+        let headers = answer.response.headers_mut();
+        super::headers::strip_hop_by_hop(headers);
+        self.response_phase(
+            out,
+            status,
+            headers,
+            ResponseSource::Upstream,
+            Some(&answer.endpoint),
+        )
     }
 
     /// The response head and body from upstream, with the cache's header fields.
@@ -311,6 +336,7 @@ impl Proxy {
         answer: Answer,
         st: Status,
         fill: Option<Fill>,
+        extra: &[HeaderEdit],
     ) -> (Response<ResponseBody>, Option<Arc<str>>) {
         let (mut rp, incoming) = answer.response.into_parts();
         let mut body = self.upstream_body(&mut rp, incoming, answer.conn);
@@ -322,7 +348,7 @@ impl Proxy {
         rp.headers.remove("surrogate-key");
         rp.headers.remove("cache-tag");
         self.mark(c, &mut rp.headers, st, false);
-        self.finish(out, &mut rp);
+        self.finish(out, &mut rp, extra);
         (Response::from_parts(rp, body), Some(answer.endpoint))
     }
 
@@ -416,17 +442,24 @@ impl Proxy {
                 );
                 drop(leader);
                 // The 304's (empty) body, read so the connection can be reused.
-                drop(self.upstream_response(c, out, answer, st, None));
+                drop(self.upstream_response(c, out, answer, st, None, &[]));
                 st.stored = true;
                 return Ok((self.serve(c, out, &client, &fresh, st, true), None));
             }
             if is_error_status(status) && stale_if_error(obj, &c.facts.directives, now) {
                 bump(&c.cache.stats.stale_served);
-                drop(self.upstream_response(c, out, answer, st, None));
+                drop(self.upstream_response(c, out, answer, st, None, &[]));
                 st.detail = Some("stale-if-error");
                 return Ok((self.serve(c, out, &client, obj, st, false), None));
             }
         }
+        let mut answer = answer;
+        let changes = match self.upstream_phase(out, &mut answer) {
+            Ok(changes) => changes,
+            Err(instead) => return Ok((instead, Some(answer.endpoint))),
+        };
+        let store = store && !changes.no_store;
+        let ttl = changes.ttl_secs.or(c.policy.ttl_secs);
         let mut fill = None;
         if store {
             let too_large = answer
@@ -440,13 +473,13 @@ impl Proxy {
                 &request_headers,
                 status,
                 answer.response.headers(),
-                c.policy.ttl_secs,
+                ttl,
                 &c.url,
                 when,
             );
             match evaluated {
                 Ok(mut meta) if !too_large => {
-                    for t in &c.policy.tags {
+                    for t in c.policy.tags.iter().chain(&changes.tags) {
                         if !meta.tags.iter().any(|x| **x == **t) {
                             meta.tags.push(t.as_str().into());
                         }
@@ -467,7 +500,7 @@ impl Proxy {
                 }
             }
         }
-        let (mut resp, endpoint) = self.upstream_response(c, out, answer, st, fill);
+        let (mut resp, endpoint) = self.upstream_response(c, out, answer, st, fill, &changes.edits);
         if store && resp.status() == StatusCode::OK && not_modified(&client, resp.headers()) {
             // The client already has it: answer 304 and finish filling the cache without it.
             let body = std::mem::replace(resp.body_mut(), ResponseBody::empty());
@@ -542,7 +575,13 @@ impl Proxy {
             }
         }
         self.mark(c, &mut rp.headers, st, true);
-        self.finish(out, &mut rp);
+        let changes =
+            match self.response_phase(out, rp.status, &mut rp.headers, ResponseSource::Cache, None)
+            {
+                Ok(changes) => changes,
+                Err(instead) => return instead,
+            };
+        self.finish(out, &mut rp, &changes.edits);
         Response::from_parts(rp, ResponseBody::full(body))
     }
 
@@ -555,7 +594,7 @@ impl Proxy {
             ..Status::default()
         };
         self.mark(c, &mut rp.headers, st, false);
-        self.finish(out, &mut rp);
+        self.finish(out, &mut rp, &[]);
         Response::from_parts(rp, ResponseBody::empty())
     }
 

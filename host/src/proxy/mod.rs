@@ -18,7 +18,10 @@ pub mod upstream;
 
 use crate::cache::{self, Cache};
 use crate::config::{Config, FailMode, Limits, ProxySettings, Timeouts, UpstreamProtocol};
-use crate::policy::{Decision, Forward, LocalResponse, PolicyRequest, PolicyRuntime, Verdict};
+use crate::policy::{
+    Decision, Forward, HeaderEdit, LocalResponse, PolicyRequest, PolicyRuntime, ResponseAction,
+    ResponseChanges, ResponseHook, ResponseSource, Verdict,
+};
 use attempt::Answer;
 use body::{BodyTooLarge, RequestBody, ResponseBody};
 use connection::SendError;
@@ -107,8 +110,10 @@ impl Route {
 #[derive(Clone)]
 struct Outbound {
     route: Route,
-    response_edits: Vec<crate::policy::HeaderEdit>,
+    response_edits: Vec<HeaderEdit>,
     client_version: Version,
+    /// The policy's `on-response`, when it has one.
+    hook: Option<Arc<ResponseHook>>,
 }
 
 /// Everything a request needs, built once per configuration.
@@ -186,7 +191,7 @@ impl Proxy {
         let authority = request_authority(&parts)?;
         check_framing(&parts, &self.limits)?;
 
-        let (returned, verdict) = self.policy.decide(PolicyRequest {
+        let (returned, verdict, hook) = self.policy.decide(PolicyRequest {
             parts,
             authority,
             client: conn.client,
@@ -312,6 +317,7 @@ impl Proxy {
             route,
             response_edits: std::mem::take(&mut forward.response_edits),
             client_version,
+            hook: hook.map(Arc::new),
         };
         if let Some(c) = cached {
             return self
@@ -326,6 +332,16 @@ impl Proxy {
             held,
         } = out.route.send(Request::from_parts(parts, body)).await?;
         let (mut rp, incoming) = resp.into_parts();
+        let mut extra = Vec::new();
+        if rp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            headers::strip_hop_by_hop(&mut rp.headers);
+            let source = ResponseSource::Upstream;
+            match self.response_phase(&out, rp.status, &mut rp.headers, source, Some(&endpoint)) {
+                Ok(changes) => extra = changes.edits,
+                // The upstream's answer is dropped unread: its connection is not reused.
+                Err(instead) => return Ok((instead, Some(endpoint))),
+            }
+        }
         let mut body = if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             let (Some(client_upgrade), Some(upstream_upgrade)) = (
                 client_upgrade,
@@ -343,8 +359,30 @@ impl Proxy {
             self.upstream_body(&mut rp, incoming, upstream_conn)
         };
         body.hold(held);
-        self.finish(&out, &mut rp);
+        self.finish(&out, &mut rp, &extra);
         Ok((Response::from_parts(rp, body), Some(endpoint)))
+    }
+
+    /// The policy's response phase on a head about to be served: the changes to make, or the
+    /// response to serve instead (the guest's local response, or 503 when it failed and
+    /// `fail = "closed"`). Without an `on-response` export nothing is called.
+    fn response_phase(
+        &self,
+        out: &Outbound,
+        status: http::StatusCode,
+        headers: &mut http::HeaderMap,
+        source: ResponseSource,
+        endpoint: Option<&Arc<str>>,
+    ) -> Result<ResponseChanges, Response<ResponseBody>> {
+        let Some(hook) = &out.hook else {
+            return Ok(ResponseChanges::default());
+        };
+        match hook.run(status, headers, source, endpoint.cloned()) {
+            Ok(ResponseAction::Serve(changes)) => Ok(changes),
+            Ok(ResponseAction::Respond(r)) => Err(local_response(r)),
+            Err(f) if f.fail == FailMode::Open => Ok(ResponseChanges::default()),
+            Err(f) => Err(ProxyError::new(ErrorKind::PolicyFailed, f.to_string()).to_response()),
+        }
     }
 
     /// An upstream response's body, its head stripped of hop-by-hop fields.
@@ -359,9 +397,10 @@ impl Proxy {
     }
 
     /// What every response to a forwarded request gets last, wherever it came from (an
-    /// upstream or the cache): the policy's response edits, `Via`, the client's version.
-    fn finish(&self, out: &Outbound, rp: &mut http::response::Parts) {
-        for edit in &out.response_edits {
+    /// upstream or the cache): the decision's response edits, then the response phase's
+    /// (`extra`), `Via`, the client's version.
+    fn finish(&self, out: &Outbound, rp: &mut http::response::Parts, extra: &[HeaderEdit]) {
+        for edit in out.response_edits.iter().chain(extra) {
             edit.apply(&mut rp.headers);
         }
         if self.settings.via {
