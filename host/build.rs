@@ -53,9 +53,13 @@ fn sdk_files(out_dir: &std::path::Path) {
                 "sdk" => dir.join(&rel),
                 _ => template.join(&rel),
             };
-            let full = full
-                .canonicalize()
-                .unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+            let Ok(full) = full.canonicalize() else {
+                println!(
+                    "cargo:warning={}: listed in FILES but missing",
+                    full.display()
+                );
+                continue;
+            };
             out.push_str(&format!(
                 "    ({lang:?}, {kind:?}, {rel:?}, include_bytes!({:?}) as &[u8]),\n",
                 full.display().to_string()

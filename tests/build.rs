@@ -25,6 +25,7 @@ const GUESTS: &[&str] = &[
     "tests/guests/cache-policy",
     "tests/guests/cache-import",
     "tests/guests/prev-minor",
+    "tests/guests/responder",
 ];
 
 fn main() {

@@ -225,7 +225,7 @@ struct TestArgs {
 
 fn policy_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     use sluice::policy::local::{
-        CorpusCase, LocalPolicy, TestRequest, TestResponse, matches, outcome_json, response_json,
+        LocalPolicy, TestRequest, TestResponse, outcome_json, response_json,
     };
     use std::sync::Arc;
     let module = &args.module;
@@ -311,52 +311,17 @@ fn policy_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
 
-    let text = std::fs::read_to_string(corpus)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", corpus.display()))?;
-    let (mut passed, mut failed) = (0usize, 0usize);
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let case: CorpusCase = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display()))?;
-        let headers: Vec<String> = case
-            .headers
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        let at = |e: String| anyhow::anyhow!("{}:{line_no}: {e}", corpus.display());
-        let req = TestRequest::parse(&case.request, &headers, case.client.unwrap_or(args.client))
-            .map_err(at)?;
-        let decided = policy.decide(&req);
-        let actual = match &case.response {
-            None => outcome_json(&decided),
-            Some(r) => {
-                let headers: Vec<String> =
-                    r.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                let resp =
-                    TestResponse::parse(&r.status.to_string(), &headers, &r.source).map_err(at)?;
-                let responded = matches!(decided, Ok(sluice::policy::Decision::Forward(_)))
-                    .then(|| response_json(&policy.respond(&req, &resp)));
-                serde_json::json!({"decision": outcome_json(&decided), "response": responded})
-            }
-        };
-        if matches(&case.expect, &actual) {
-            passed += 1;
-        } else {
-            failed += 1;
-            println!(
-                "{}:{line_no}: MISMATCH for `{}`\n  expected (subset): {}\n  actual:            {}",
-                corpus.display(),
-                case.request,
-                case.expect,
-                actual
-            );
-        }
+    let report = sluice::policy::local::run_corpus(&policy, corpus, args.client)
+        .map_err(anyhow::Error::msg)?;
+    for m in &report.mismatches {
+        println!("{m}");
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 {
+    println!(
+        "{} passed, {} failed",
+        report.passed,
+        report.mismatches.len()
+    );
+    Ok(if report.mismatches.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

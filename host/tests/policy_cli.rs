@@ -140,7 +140,7 @@ fn a_trap_prints_the_guest_backtrace_with_symbol_names() {
         stdout(&out)
     );
     let err = stderr(&out);
-    assert!(err.contains("policy failed: Trap"), "{err}");
+    assert!(err.contains("policy failed in decide: Trap"), "{err}");
     assert!(err.contains("guest backtrace"), "{err}");
     // Frames are named (and demangled) from the component's name section.
     assert!(err.contains("core::panicking::panic_fmt"), "{err}");
@@ -294,7 +294,9 @@ fn a_component_built_for_an_older_wit_is_refused_naming_both_versions() {
         "{err}"
     );
     assert!(
-        err.contains("this host implements sluice:policy@0.2.1: rebuild it with sluice-sdk 0.2"),
+        err.contains(
+            "this host implements sluice:policy@0.3.0 (and 0.2.1): rebuild it with sluice-sdk 0.3"
+        ),
         "{err}"
     );
 }

@@ -209,7 +209,7 @@ impl Revision {
                 )
                 .map_err(link)?;
         }
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
+        super::wasi::link(&mut linker).map_err(link)?;
         stub_unknown_imports(&mut linker, &component, engine)
             .map_err(|e| LoadError(format!("linking imports: {e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {

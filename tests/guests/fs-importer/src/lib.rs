@@ -1,7 +1,6 @@
 //! `fs-importer`: a policy that uses `std::fs`, so its component imports `wasi:filesystem`
-//! (`types` and `preopens`). For the tests of the host's import allow-list: a host that gives
-//! guests no filesystem must refuse it, or, when the operator allows the import, load it and
-//! trap if the import is called.
+//! (`types` and `preopens`), as interpreters' components do. The host links it with no
+//! preopened directory: the component loads, and every path it tries to open does not exist.
 //!
 //! `/read...` reads the file named by setting `file` (default `/etc/hostname`) and answers a
 //! local 200 with its contents (500 with the error); everything else is forwarded to the default

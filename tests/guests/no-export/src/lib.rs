@@ -11,7 +11,7 @@ wit_bindgen::generate!({
         package test:no-export;
 
         world no-export {
-            import sluice:policy/log@0.2.1;
+            import sluice:policy/log@0.3.0;
             export ping: func();
         }
     ",
