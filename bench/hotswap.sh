@@ -11,8 +11,10 @@
 #   bench/hotswap.sh                 # ROUNDS=5, components: big (1.1 MB) and swap-a (58 KB)
 #
 # Env: ROUNDS (5), COMPONENTS ("big swap-a": test guests, built to
-#      target/wasm-guests/wasm32-wasip2/guest/<name>.wasm by the sluice-tests build),
-#      SLUICE_BIN (default: build target/release/sluice with cargo first), KEEP_TMP=1.
+#      target/wasm-guests/wasm32-wasip2/guest/<name>.wasm by the sluice-tests build; or
+#      NAME=PATH for any component, e.g. `py=examples/path-routing-py/build/policy.wasm`),
+#      SLUICE_BIN (default: build target/release/sluice with cargo first), KEEP_TMP=1,
+#      MEMORY (the policy memory cap, default 16MiB; interpreters need more).
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -36,6 +38,8 @@ fi
 GUEST_DIR="$REPO_ROOT/target/wasm-guests/wasm32-wasip2/guest"
 declare -A WASM=()
 for c in $COMPONENTS; do
+  # NAME=PATH names a component built elsewhere (e.g. by `sluice policy build`).
+  if [[ $c == *=* ]]; then WASM[${c%%=*}]="${c#*=}"; continue; fi
   WASM[$c]="$GUEST_DIR/${c//-/_}.wasm"
   if [[ ! -f ${WASM[$c]} ]]; then
     log "building the test guests (cargo build -p sluice-tests: its build script builds every guest)"
@@ -43,6 +47,7 @@ for c in $COMPONENTS; do
   fi
   [[ -f ${WASM[$c]} ]] || die "no component ${WASM[$c]}"
 done
+NAMES=(); for c in $COMPONENTS; do NAMES+=("${c%%=*}"); done
 
 build_running && log "WARNING: a build (cargo/rustc/cc) is running: it competes for the 2 cores and skews every figure"
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -82,6 +87,19 @@ address = "127.0.0.1:$PORT"
 name = "origin"
 endpoints = [{ address = "127.0.0.1:9" }]
 
+# The pools the examples route to (path-routing: api, static; sticky-ab: ab).
+[[pool]]
+name = "api"
+endpoints = [{ address = "127.0.0.1:9" }]
+
+[[pool]]
+name = "static"
+endpoints = [{ address = "127.0.0.1:9" }]
+
+[[pool]]
+name = "ab"
+endpoints = [{ address = "127.0.0.1:9" }]
+
 [proxy]
 default_pool = "origin"
 
@@ -91,6 +109,9 @@ address = "127.0.0.1:$ADMIN"
 [log]
 level = "info"
 access_log = false
+
+[policy]
+memory = "${MEMORY:-16MiB}"
 EOF
 
 A="http://127.0.0.1:$ADMIN"
@@ -115,7 +136,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     sleep 0.1
   done
   curl -fs -o /dev/null --max-time 1 "$A/health" || die "sluice admin not ready"
-  for c in $COMPONENTS; do
+  for c in "${NAMES[@]}"; do
     for cache in cold warm; do
       busy=0; if build_running; then busy=1; fi
       read -r code secs < <(put "$c")

@@ -112,7 +112,7 @@ impl Request {
     /// }
     /// ```
     pub fn method(&self) -> &str {
-        self.method.get_or_init(|| raw::method())
+        self.method.get_or_init(raw::method)
     }
 
     /// `http` or `https`: whether the client connection was TLS.
@@ -128,7 +128,7 @@ impl Request {
     /// }
     /// ```
     pub fn scheme(&self) -> &str {
-        self.scheme.get_or_init(|| raw::scheme())
+        self.scheme.get_or_init(raw::scheme)
     }
 
     /// The authority the client addressed (`Host` or HTTP/2 `:authority`), lower case, with
@@ -140,7 +140,7 @@ impl Request {
     /// # }
     /// ```
     pub fn authority(&self) -> &str {
-        self.authority.get_or_init(|| raw::authority())
+        self.authority.get_or_init(raw::authority)
     }
 
     /// The host part of [`authority`](Self::authority): without the port, IPv6 addresses
@@ -172,7 +172,7 @@ impl Request {
     /// }
     /// ```
     pub fn path(&self) -> &str {
-        self.path.get_or_init(|| raw::path())
+        self.path.get_or_init(raw::path)
     }
 
     /// The query string without the `?`, if the target had one (possibly empty).
@@ -183,7 +183,7 @@ impl Request {
     /// # }
     /// ```
     pub fn query(&self) -> Option<&str> {
-        self.query.get_or_init(|| raw::query()).as_deref()
+        self.query.get_or_init(raw::query).as_deref()
     }
 
     /// The query's `name=value` pairs, raw (no percent-decoding, `+` untouched), sorted by
@@ -317,7 +317,7 @@ impl Request {
     /// }
     /// ```
     pub fn client_ip(&self) -> &str {
-        self.client_ip.get_or_init(|| raw::client_ip())
+        self.client_ip.get_or_init(raw::client_ip)
     }
 
     /// [`client_ip`](Self::client_ip) parsed; `None` only if the host sent something

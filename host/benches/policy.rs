@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
         let rt = PolicyRuntime::new(&config, Arc::new(OnePool)).unwrap();
         let mut req = Some(path.map_or_else(request, request_to));
         let mut call = || {
-            let (r, v) = rt.decide(req.take().unwrap());
+            let (r, v, _) = rt.decide(req.take().unwrap());
             if let Verdict::Failed(f) = &v {
                 panic!("decide/{name} failed: {f}");
             }
@@ -150,6 +150,44 @@ fn bench(c: &mut Criterion) {
             faults as f64 / n as f64
         );
         group.bench_function(name, |b| b.iter(&mut call));
+    }
+    group.finish();
+    languages(c);
+}
+
+/// `lang/<label>-{fresh,reuse}`: `decide` on `GET /api/v1/users` for each component in
+/// `SLUICE_BENCH_POLICIES` (`label=path,label=path`, e.g. the path-routing example built in
+/// each language with `sluice policy build`); nothing when it is unset. See `bench/RESULTS.md`.
+fn languages(c: &mut Criterion) {
+    let Ok(list) = std::env::var("SLUICE_BENCH_POLICIES") else {
+        return;
+    };
+    let mut group = c.benchmark_group("lang");
+    for entry in list.split(',').filter(|e| !e.is_empty()) {
+        let (label, path) = entry.split_once('=').expect("label=path");
+        for (mode, instances) in [
+            ("fresh", InstanceMode::Fresh),
+            ("reuse", InstanceMode::Reuse(1_000_000)),
+        ] {
+            let config = PolicyConfig {
+                module: Some(path.into()),
+                instances,
+                memory: 256 << 20,
+                deadline: std::time::Duration::from_millis(50),
+                ..PolicyConfig::default()
+            };
+            let rt = PolicyRuntime::new(&config, Arc::new(OnePool)).unwrap();
+            let mut req = Some(request_to("/api/v1/users"));
+            let mut call = || {
+                let (r, v, _) = rt.decide(req.take().unwrap());
+                if let Verdict::Failed(f) = &v {
+                    panic!("lang/{label}-{mode} failed: {f}");
+                }
+                black_box(&v);
+                req = Some(r);
+            };
+            group.bench_function(format!("{label}-{mode}"), |b| b.iter(&mut call));
+        }
     }
     group.finish();
 }

@@ -35,9 +35,11 @@ fn built(name: &str) -> PathBuf {
 fn load(path: &Path) -> sluice::policy::local::LocalPolicy {
     use_test_engine_cache();
     let bytes = std::fs::read(path).unwrap();
-    let mut config = sluice::config::PolicyConfig::default();
-    // What the interpreters need (see guest-sdk/*/README.md and bench/RESULTS.md).
-    config.memory = 256 << 20;
+    let config = sluice::config::PolicyConfig {
+        // What the interpreters need (see guest-sdk/*/README.md and bench/RESULTS.md).
+        memory: 256 << 20,
+        ..Default::default()
+    };
     sluice::policy::local::LocalPolicy::load(&bytes, &config, None)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

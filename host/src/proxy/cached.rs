@@ -302,7 +302,7 @@ impl Proxy {
         let mut answer = out.route.send(req).await?;
         let changes = match self.upstream_phase(out, &mut answer) {
             Ok(changes) => changes,
-            Err(instead) => return Ok((instead, Some(answer.endpoint))),
+            Err(instead) => return Ok((*instead, Some(answer.endpoint))),
         };
         Ok(self.upstream_response(c, out, answer, st, None, &changes.edits))
     }
@@ -312,7 +312,7 @@ impl Proxy {
         &self,
         out: &Outbound,
         answer: &mut Answer,
-    ) -> Result<ResponseChanges, Response<ResponseBody>> {
+    ) -> Result<ResponseChanges, Box<Response<ResponseBody>>> {
         if out.hook.is_none() {
             return Ok(ResponseChanges::default());
         }
@@ -456,7 +456,7 @@ impl Proxy {
         let mut answer = answer;
         let changes = match self.upstream_phase(out, &mut answer) {
             Ok(changes) => changes,
-            Err(instead) => return Ok((instead, Some(answer.endpoint))),
+            Err(instead) => return Ok((*instead, Some(answer.endpoint))),
         };
         let store = store && !changes.no_store;
         let ttl = changes.ttl_secs.or(c.policy.ttl_secs);
@@ -579,7 +579,7 @@ impl Proxy {
             match self.response_phase(out, rp.status, &mut rp.headers, ResponseSource::Cache, None)
             {
                 Ok(changes) => changes,
-                Err(instead) => return instead,
+                Err(instead) => return *instead,
             };
         self.finish(out, &mut rp, &changes.edits);
         Response::from_parts(rp, ResponseBody::full(body))

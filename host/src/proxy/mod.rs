@@ -339,7 +339,7 @@ impl Proxy {
             match self.response_phase(&out, rp.status, &mut rp.headers, source, Some(&endpoint)) {
                 Ok(changes) => extra = changes.edits,
                 // The upstream's answer is dropped unread: its connection is not reused.
-                Err(instead) => return Ok((instead, Some(endpoint))),
+                Err(instead) => return Ok((*instead, Some(endpoint))),
             }
         }
         let mut body = if rp.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -373,15 +373,17 @@ impl Proxy {
         headers: &mut http::HeaderMap,
         source: ResponseSource,
         endpoint: Option<&Arc<str>>,
-    ) -> Result<ResponseChanges, Response<ResponseBody>> {
+    ) -> Result<ResponseChanges, Box<Response<ResponseBody>>> {
         let Some(hook) = &out.hook else {
             return Ok(ResponseChanges::default());
         };
         match hook.run(status, headers, source, endpoint.cloned()) {
             Ok(ResponseAction::Serve(changes)) => Ok(changes),
-            Ok(ResponseAction::Respond(r)) => Err(local_response(r)),
+            Ok(ResponseAction::Respond(r)) => Err(Box::new(local_response(r))),
             Err(f) if f.fail == FailMode::Open => Ok(ResponseChanges::default()),
-            Err(f) => Err(ProxyError::new(ErrorKind::PolicyFailed, f.to_string()).to_response()),
+            Err(f) => Err(Box::new(
+                ProxyError::new(ErrorKind::PolicyFailed, f.to_string()).to_response(),
+            )),
         }
     }
 
