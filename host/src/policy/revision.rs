@@ -775,10 +775,13 @@ fn stub_unknown_imports(
                 }
                 Ok(())
             }
-            // One placeholder type for every stub resource, so that a stub interface that
-            // `use`s another's resource sees the same type.
+            // One placeholder type for every other stub resource, so that a stub interface
+            // that `use`s another's resource sees the same type.
+            // A stubbed interface that `use`s a WASI stream or pollable (wasi:sockets does)
+            // must see the type the real `wasi:io` has, or the component does not link.
             ComponentItem::Resource(_) => {
-                linker.resource(name, ResourceType::host::<()>(), |_, _| Ok(()))
+                let ty = super::wasi::io_resource(name).unwrap_or(ResourceType::host::<()>());
+                linker.resource(name, ty, |_, _| Ok(()))
             }
             ComponentItem::Component(_) | ComponentItem::Module(_) => Err(wasmtime::format_err!(
                 "cannot link `{name}`: a component or module import"

@@ -160,6 +160,16 @@ pub(super) fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// The host type of a `wasi:io` resource another interface `use`s, by name.
+pub(super) fn io_resource(name: &str) -> Option<ResourceType> {
+    Some(match name {
+        "pollable" => ResourceType::host::<DynPollable>(),
+        "input-stream" => ResourceType::host::<DynInputStream>(),
+        "output-stream" => ResourceType::host::<DynOutputStream>(),
+        _ => return None,
+    })
+}
+
 /// A stream outcome as the WIT's `result<T, stream-error>`.
 fn wit_result<T>(r: StreamResult<T>) -> Result<T, StreamError> {
     // The log and empty stdin fail only by being closed; no error resource is needed.
