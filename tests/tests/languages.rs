@@ -57,6 +57,17 @@ fn corpus(example: &str, corpus: &str) {
         report.mismatches.join("\n")
     );
     assert!(report.passed >= 10, "{example}: {} cases", report.passed);
+    // An example's own extra cases (edge cases of its language), when it has them.
+    let own = repo().join("examples").join(example).join("corpus.jsonl");
+    if own.is_file() {
+        let report = sluice::policy::local::run_corpus(&policy, &own, "127.0.0.1".parse().unwrap())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            report.mismatches.is_empty(),
+            "{}",
+            report.mismatches.join("\n")
+        );
+    }
 }
 
 #[test]
@@ -110,7 +121,7 @@ fn sticky_ab_c_decides_like_rust() {
 }
 
 /// Each language's response-phase example in front of an origin: the response header it sets
-/// reaches the client, and an upstream 5xx becomes its local page (same status, its body).
+/// reaches the client, and an upstream 5xx becomes its local page.
 async fn response_phase_through_the_proxy(example: &str, header_name: &str, header_value: &str) {
     let module = built(example);
     let origin = Origin::start(|req| async move {
@@ -131,9 +142,13 @@ async fn response_phase_through_the_proxy(example: &str, header_name: &str, head
     assert_eq!(resp.status(), 200, "{example}");
     assert_eq!(header(&resp, header_name), Some(header_value), "{example}");
     assert_eq!(body_bytes(resp).await, "from origin");
-    // The examples keep the status and replace the upstream's body with their own page.
+    // The examples answer with their own page (keeping the status, or 503).
     let resp = send(&mut c, get("/fail", "example.test")).await;
-    assert_eq!(resp.status(), 502, "{example}");
+    assert!(
+        resp.status().is_server_error(),
+        "{example}: {}",
+        resp.status()
+    );
     let body = body_bytes(resp).await;
     assert_ne!(
         body, "from origin",

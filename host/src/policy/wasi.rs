@@ -217,6 +217,11 @@ impl LogStream {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            // StarlingMonkey writes `console.log`'s newline on its own.
+            self.line.clear();
+            return;
+        }
         let (policy, revision) = (&*self.shared.name, self.shared.revision);
         if self.stderr {
             tracing::warn!(target: "sluice::guest", policy, revision, stream = "stderr", "{text}");
