@@ -281,9 +281,16 @@ impl Revision {
             return Ok(());
         };
         let mut store = self.new_store();
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.instantiate_ticks());
         let instance = pre.instantiate(&mut store).map_err(|e| {
             let f = instantiate_failure(&e, store.data().memory_denied);
+            if f.kind == FailureKind::Memory {
+                return LoadError(format!(
+                    "the component needs more memory than its cap to start (policy.memory = \
+                     {} bytes): raise policy.memory ({})",
+                    self.memory_cap, f.detail
+                ));
+            }
             LoadError(format!("instantiating: {:?}: {}", f.kind, f.detail))
         })?;
         let world = &self.world;
@@ -434,8 +441,26 @@ impl Revision {
         store
     }
 
-    /// Instantiates the component in `store` and finds its entry points.
+    /// The CPU budget for instantiating (start functions, an interpreter's initialisation):
+    /// its own, not the call's, so a runtime that starts in a few milliseconds does not fail
+    /// the first call of every new instance.
+    fn instantiate_ticks(&self) -> u64 {
+        self.deadline_ticks
+            .max(engine::deadline_ticks(INSTANTIATE_BUDGET))
+    }
+
+    /// Instantiates the component in `store` and finds its entry points, under
+    /// [`INSTANTIATE_BUDGET`]; leaves the store's deadline set for a call.
     fn instantiate(&self, store: &mut Store<GuestState>) -> Result<Entry, Failed> {
+        store.data_mut().overtime = Overtime::default();
+        store.set_epoch_deadline(self.instantiate_ticks());
+        let entry = self.instantiate_entry(store);
+        store.data_mut().overtime = Overtime::default();
+        store.set_epoch_deadline(self.deadline_ticks);
+        entry
+    }
+
+    fn instantiate_entry(&self, store: &mut Store<GuestState>) -> Result<Entry, Failed> {
         let failed = |e: wasmtime::Error, store: &Store<GuestState>| {
             instantiate_failure(&e, store.data().memory_denied)
         };
@@ -556,6 +581,9 @@ fn finish<T>(
         Err(e) => Err(classify(&e, store.data().memory_denied)),
     }
 }
+
+/// CPU time an instantiation may take (see [`Revision::instantiate_ticks`]).
+const INSTANTIATE_BUDGET: Duration = Duration::from_millis(100);
 
 /// A guest that is still running this many deadlines (in wall time) after its start is
 /// stopped whatever its CPU use: a request never hangs on a starved machine.
