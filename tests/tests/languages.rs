@@ -218,3 +218,21 @@ fn policy_new_c_builds_and_forwards() {
 const JS_RESPONSE: (&str, &str, &str) = ("error-pages-js", "x-served-by", "sluice");
 const PY_RESPONSE: (&str, &str, &str) = ("error-pages-py", "x-frame-options", "DENY");
 const C_RESPONSE: (&str, &str, &str) = ("error-pages-c", "x-frame-options", "DENY");
+
+#[test]
+fn a_component_that_needs_more_memory_than_its_cap_is_refused_at_load_saying_so() {
+    use_test_engine_cache();
+    let bytes = std::fs::read(built("path-routing-py")).unwrap();
+    let config = sluice::config::PolicyConfig {
+        memory: 1 << 20,
+        ..Default::default()
+    };
+    let err = sluice::policy::local::LocalPolicy::load(&bytes, &config, None)
+        .err()
+        .expect("CPython does not start in 1 MiB");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("needs more memory than its cap") && msg.contains("raise policy.memory"),
+        "{msg}"
+    );
+}

@@ -693,6 +693,8 @@ fn instantiate_failure(e: &wasmtime::Error, memory_denied: bool) -> Failed {
     match e.downcast_ref::<Trap>() {
         // A trap in a start function or initialiser is the guest's.
         Some(_) => classify(e, memory_denied),
+        // Its initial memory is larger than the cap.
+        None if memory_denied => Failed::new(FailureKind::Memory, format!("{e:#}")),
         None => Failed::new(
             FailureKind::Instantiate,
             format!("cannot instantiate: {e:#}"),
