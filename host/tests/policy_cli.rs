@@ -300,3 +300,96 @@ fn a_component_built_for_an_older_wit_is_refused_naming_both_versions() {
         "{err}"
     );
 }
+
+#[test]
+fn the_response_phase_is_shown_for_a_response_head() {
+    let out = policy_test(
+        guests::RESPONDER,
+        &[
+            "-r",
+            "GET http://e.test/page",
+            "--response",
+            "200",
+            "-R",
+            "x-ttl: 60",
+            "-R",
+            "x-private: 1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let serve = &json["response"]["serve"];
+    assert_eq!(serve["ttl_secs"], 60, "{json}");
+    assert_eq!(serve["no_store"], true, "{json}");
+    assert_eq!(serve["edits"][0]["name"], "x-phase", "{json}");
+    assert_eq!(serve["edits"][0]["value"], "upstream", "{json}");
+    assert!(json["decision"]["forward"].is_object(), "{json}");
+
+    let out = policy_test(
+        guests::RESPONDER,
+        &[
+            "-r",
+            "GET http://e.test/",
+            "--response",
+            "503",
+            "--source",
+            "cache",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        json["response"]["serve"]["edits"][0]["value"], "cache",
+        "{json}"
+    );
+
+    let out = policy_test(
+        guests::RESPONDER,
+        &["-r", "GET http://e.test/", "--response", "99x"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected a status code"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn policy_build_names_the_missing_toolchain_and_refuses_a_non_policy_directory() {
+    // A PATH with bash and nothing else: no node, no componentize-py, no clang.
+    let bin = tempfile::tempdir().unwrap();
+    let bash = ["/bin/bash", "/usr/bin/bash"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bash");
+    std::os::unix::fs::symlink(bash, bin.path().join("bash")).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (example, names) in [
+        ("path-routing-js", "npm install -g"),
+        ("path-routing-py", "componentize-py"),
+        ("path-routing-c", "clang"),
+    ] {
+        let out = Command::new(SLUICE)
+            .args(["policy", "build"])
+            .arg(repo.join("examples").join(example))
+            .env("PATH", bin.path())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{example}: {err}");
+        assert!(err.contains(names), "{example} names {names:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(SLUICE)
+        .args(["policy", "build"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a policy directory"),
+        "{}",
+        stderr(&out)
+    );
+}
