@@ -86,12 +86,18 @@ stop_started() { # every process in PID[] (only what the script started)
 }
 
 # ------------------------------------------------------------- CPU accounting
-tree_pids() { # the PID and its direct children (nginx workers, varnishd's child), from /proc/*/stat
-  local root=$1 st line a; echo "$root"
+tree_pids() { # the PID and all its descendants (nginx workers and cache processes, varnishd's
+  # child), from one scan of /proc/*/stat (field 4 = parent PID)
+  local root=$1 st line a p i=0; local -A kids=(); local -a tree=("$root")
   for st in /proc/[0-9]*/stat; do
     read -r line 2>/dev/null <"$st" || continue; read -ra a <<<"${line##*) }"
-    if [[ ${a[1]} == "$root" ]]; then echo "${line%% *}"; fi
+    kids[${a[1]}]+=" ${line%% *}"
   done
+  while ((i < ${#tree[@]} && i < 10000)); do
+    for p in ${kids[${tree[i]}]:-}; do tree+=("$p"); done
+    i=$((i + 1))
+  done
+  printf '%s\n' "${tree[@]}"
 }
 cpu_ticks() { # "utime stime" (fields 14, 15; all threads) summed over the PIDs given
   local u=0 s=0 p f a
@@ -103,4 +109,59 @@ cpu_ticks() { # "utime stime" (fields 14, 15; all threads) summed over the PIDs 
 }
 nginx_status() { # port field -> one counter of the origin's stub_status: 1 accepts, 3 requests
   curl -s --max-time 2 "http://127.0.0.1:$1/_status" | awk -v f="$2" 'NR==3{print $f}'
+}
+
+# ------------------------------------------------------------- machine-wide CPU
+# sys_cpu: sets SYS_BUSY (non-idle jiffies of all CPUs: user+nice+system+irq+softirq+steal from
+# the "cpu" line of /proc/stat; guest time is part of user) and SYS_STEAL (steal alone), both
+# in USER_HZ ticks (= getconf CLK_TCK), and SYS_UP (seconds since boot, /proc/uptime, 10 ms
+# resolution, always with a '.'). No fork, so it can bracket a timed run tightly.
+# shellcheck disable=SC2034  # SYS_* are read by the caller
+sys_cpu() {
+  local us ni sy irq sirq st rest
+  read -r _ us ni sy _ _ irq sirq st rest </proc/stat
+  SYS_BUSY=$((us + ni + sy + irq + sirq + st)); SYS_STEAL=$st
+  read -r SYS_UP rest </proc/uptime
+}
+# proc_others root-pid: sets OTHERS_TICKS = utime+stime+cutime+cstime (fields 14-17, ticks)
+# summed over every process OUTSIDE root's process tree, from a scan of /proc/*/stat, without
+# a fork (call it from the shell whose tree is excluded). The difference of two calls is the
+# CPU the rest of the machine used in between, exactly (the kernel keeps these figures from
+# the scheduler's runtime, not from tick samples): a process that exits in between hands its
+# whole time to its parent's cutime/cstime when reaped, so short-lived processes (rustc, cc,
+# ld) are counted too. A reap DURING the scan would count the child twice or not at all (a
+# 30 s rustc read after or before its parent), so a scan in which a process vanished is
+# repeated (at most 5 scans; OTHERS_SCANS says how many). Not seen: processes reaped by a
+# parent that ignores SIGCHLD, and interrupts taken while a CPU was idle.
+# shellcheck disable=SC2034  # OTHERS_* are read by the caller
+proc_others() {
+  local root=$1 st line pid p i ok; local -a a sub seen; local -A kids tk
+  for OTHERS_SCANS in 1 2 3 4 5; do
+    OTHERS_TICKS=0 ok=1 i=0 sub=("$root") seen=(); kids=() tk=()
+    for st in /proc/[0-9]*/stat; do
+      read -r line 2>/dev/null <"$st" || { ok=0; continue; }
+      pid=${line%% *}; read -ra a <<<"${line##*) }"; seen+=("$pid")
+      kids[${a[1]}]+=" $pid"; tk[$pid]=$((a[11] + a[12] + a[13] + a[14]))
+      OTHERS_TICKS=$((OTHERS_TICKS + tk[$pid]))
+    done
+    for pid in "${seen[@]}"; do [[ -e /proc/$pid ]] || { ok=0; break; }; done
+    ((ok)) && break
+  done
+  while ((i < ${#sub[@]} && i < 100000)); do   # subtract root's tree
+    for p in ${kids[${sub[i]}]:-}; do sub+=("$p"); done
+    OTHERS_TICKS=$((OTHERS_TICKS - ${tk[${sub[i]}]:-0})); i=$((i + 1))
+  done
+}
+# run_timed out-file cmd... : runs cmd (stdout+stderr to out-file) under a bash of its own and
+# prints that bash's `times`: its own and its waited-for children's user and system CPU
+# (getrusage), e.g. "0m0.001s 0m0.000s\n0m3.210s 0m1.020s". The children are `timeout` and the
+# load tool (timeout waits for it), so this is the load generator's whole CPU, read after it
+# has exited: nothing has to catch the process's /proc/PID/stat just before it goes away.
+# LC_ALL=C: `times` writes the locale's decimal point.
+run_timed() {
+  LC_ALL=C bash -c 'out=$1; shift; "$@" >"$out" 2>&1; times' run_timed "$@"
+}
+times_ticks() { # `times` output on stdin, CLK_TCK -> the four figures summed, in ticks (rounded)
+  awk -v hz="$1" '{ for (i = 1; i <= NF; i++) { split($i, ms, "m"); sub(/s$/, "", ms[2]); t += ms[1] * 60 + ms[2] } }
+    END { printf "%d\n", t * hz + 0.5 }'
 }

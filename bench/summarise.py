@@ -20,12 +20,13 @@ TITLES = {
     "latency": "5. single connection, latency (100 B)",
     "https": "6. HTTPS (TLS 1.3, HTTP/1.1) keep-alive, 100 B",
     "h2": "7. HTTP/2 over TLS, 100 B",
+    "hit": "8. cache hit, 100 B (`/hit/small`, origin `Cache-Control: public, max-age=3600`), HTTP/1.1 keep-alive",
     "cache-small": "Cache hit, 100 B, HTTP/1.1 keep-alive",
     "cache-16k": "Cache hit, 16 KiB, HTTP/1.1 keep-alive",
     "cache-1m": "Cache hit, 1 MiB, HTTP/1.1 keep-alive",
 }
-TARGET_ORDER = ["nginx", "varnish", "haproxy", "sluice", "direct"]
-
+TARGET_ORDER = ["nginx", "varnish", "haproxy", "sluice", "sluice-b", "sluice-nocache", "sluice-native", "direct"]
+BASELINES = ("nginx", "haproxy")  # "best" = the better of these two per figure
 
 def percentiles(path):
     # h2load log columns: start_us <TAB> status <TAB> elapsed_us
@@ -55,7 +56,10 @@ def ratio(a, b):
 
 
 def table(path):
-    rows = list(csv.DictReader(open(path)))
+    with open(path) as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        has_quiet = "quiet" in (reader.fieldnames or [])
     # scenario -> target -> list of rows (one per round)
     by = OrderedDict()
     for r in rows:
@@ -65,54 +69,79 @@ def table(path):
     for scen, targets in by.items():
         med = {}
         for t, rs in targets.items():
-            m = lambda k: statistics.median(float(r[k]) for r in rs)
+            quiet = [r for r in rs if r.get("quiet") == "1"]
+            use = quiet or rs  # medians over the quiet runs when there is any
+            m = lambda k: statistics.median(float(r[k]) for r in use)
             med[t] = dict(
                 rps=m("rps"), p50=m("p50_us"), p99=m("p99_us"),
                 cpu=m("proxy_cpu_us_per_req"), ucpu=m("proxy_user_us_per_req"), ocpu=m("origin_cpu_us_per_req"), oconns=m("origin_conns"),
                 err=sum(int(r["errors"]) for r in rs),
                 non2xx=sum(int(r["non2xx"]) for r in rs),
-                n=len(rs), load=rs[0]["load"],
+                n=len(rs), nq=len(quiet), load=rs[0]["load"],
                 orq=sum(int(r.get("origin_requests") or 0) for r in rs),
             )
-        order = [t for t in TARGET_ORDER if t in med]
+        order = [t for t in TARGET_ORDER if t in med] + sorted(t for t in med if t not in TARGET_ORDER)
         base = med.get("nginx")
+        direct = med.get("direct")
+        latency = scen == "latency"
+
+        def added(v):
+            return v["p50"] - direct["p50"] if direct else float("nan")
+
+        # The best of nginx and HAProxy per figure: req/s max; CPU, p99, added p50 min.
+        bl = [med[t] for t in BASELINES if t in med]
+        best = None
+        if bl:
+            best = dict(rps=max(v["rps"] for v in bl), cpu=min(v["cpu"] for v in bl),
+                        p99=min(v["p99"] for v in bl), added=min(added(v) for v in bl))
+            who = lambda k, f: next(t for t in BASELINES if t in med and f(med[t]) == best[k])
+            best_by = dict(rps=who("rps", lambda v: v["rps"]), cpu=who("cpu", lambda v: v["cpu"]),
+                           p99=who("p99", lambda v: v["p99"]), added=who("added", added) if direct else "n/a")
         loads = sorted({v["load"] for t, v in med.items() if t != "direct"})
         out.append(f"### {TITLES.get(scen, scen)}\n")
-        out.append(f"`{'`, `'.join(loads)}`; medians of {max(v['n'] for v in med.values())} round(s)\n")
-        direct = med.get("direct")
-        cache = scen.startswith("cache-")
+        quiet_note = "; medians over the quiet runs where a row has any" if has_quiet else ""
+        out.append(f"`{'`, `'.join(loads)}`; {max(v['n'] for v in med.values())} round(s){quiet_note}\n")
+        cache = scen.startswith("cache-") or scen == "hit"
+        qcol = ["quiet runs"] if has_quiet else []
+        first = "added p50" if latency else "req/s"
+        ratios = [f"{first} ÷ nginx", "CPU ÷ nginx", "p99 ÷ nginx", f"{first} ÷ best", "CPU ÷ best", "p99 ÷ best"]
         if cache:
-            out.append("| proxy | req/s | p99 | CPU µs/req (user) | origin requests (all rounds) | errors / non-2xx | req/s ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        elif scen == "latency":
-            out.append("| proxy | req/s | p50 | added p50 vs direct | p99 | CPU µs/req (user) | origin CPU µs/req | upstream conns opened | errors / non-2xx | added p50 ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            head = ["proxy", "req/s", "p99", "CPU µs/req (user)", "origin requests (all rounds)", "errors / non-2xx"]
+        elif latency:
+            head = ["proxy", "req/s", "p50", "added p50 vs direct", "p99", "CPU µs/req (user)", "origin CPU µs/req", "upstream conns opened", "errors / non-2xx"]
         else:
-            out.append("| proxy | req/s | p99 | CPU µs/req (user) | origin CPU µs/req | upstream conns opened | errors / non-2xx | req/s ÷ nginx | CPU ÷ nginx | p99 ÷ nginx |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            head = ["proxy", "req/s", "p99", "CPU µs/req (user)", "origin CPU µs/req", "upstream conns opened", "errors / non-2xx"]
+        head += qcol + ratios
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|---|" + "---:|" * (len(head) - 1))
         for t in order:
             v = med[t]
             cells = [t, f"{v['rps']:,.0f}"]
-            if scen == "latency":
-                added = v["p50"] - direct["p50"] if direct else float("nan")
-                cells += [fmt_lat(v["p50"]), "—" if t == "direct" else f"{added:+,.0f} µs"]
+            if latency:
+                cells += [fmt_lat(v["p50"]), "—" if t == "direct" else f"{added(v):+,.0f} µs"]
             cells += [fmt_lat(v["p99"]), "—" if t == "direct" else f"{v['cpu']:.1f} ({v['ucpu']:.1f})"]
             if cache:
                 cells += [f"{v['orq']:,}"]
             else:
                 cells += [f"{v['ocpu']:.1f}", f"{v['oconns']:,.0f}"]
             cells += [f"{v['err']} / {v['non2xx']}"]
-            if t == "direct" or not base:
-                cells += ["—"] * 3
-            else:
-                if scen == "latency":
-                    b_add = base["p50"] - direct["p50"] if direct else 0
-                    first = ratio(v["p50"] - direct["p50"], b_add) if direct else "n/a"
+            if has_quiet:
+                cells += [f"{v['nq']}/{v['n']}"]
+            for b in (base, best):
+                if t == "direct" or not b:
+                    cells += ["—"] * 3
+                    continue
+                if latency:
+                    b_add = b["added"] if b is best else added(b)
+                    lead = ratio(added(v), b_add) if direct else "n/a"
                 else:
-                    first = ratio(v["rps"], base["rps"])
-                cells += [first, ratio(v["cpu"], base["cpu"]), ratio(v["p99"], base["p99"])]
+                    lead = ratio(v["rps"], b["rps"])
+                cells += [lead, ratio(v["cpu"], b["cpu"]), ratio(v["p99"], b["p99"])]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        if best:
+            k1 = "added p50" if latency else "req/s"
+            out.append(f"best: {k1} {best_by['added' if latency else 'rps']}, CPU {best_by['cpu']}, p99 {best_by['p99']}\n")
     print("\n".join(out))
 
 
