@@ -4,6 +4,7 @@
 //! integration tests all run the same code: [`start`] binds every socket and returns a
 //! [`Running`] handle with the bound addresses, a certificate-reload hook and graceful shutdown.
 
+pub mod activity;
 pub mod admin;
 pub mod balance;
 pub mod build;
@@ -16,6 +17,7 @@ pub mod logging;
 pub mod policy;
 pub mod proxy;
 mod signals;
+pub mod upstream;
 
 pub use signals::StopSignals;
 
@@ -42,7 +44,7 @@ pub enum StartError {
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("{0}")]
-    Pool(#[from] proxy::upstream::PoolError),
+    Pool(#[from] upstream::PoolError),
     #[error("{0}")]
     Policy(#[from] policy::LoadError),
 }
@@ -58,7 +60,9 @@ pub struct Running {
     grace: Duration,
     certificates: CertReloader,
     policy: Arc<policy::PolicyRuntime>,
-    pools: Arc<proxy::upstream::PoolTable>,
+    pools: Arc<upstream::PoolTable>,
+    /// Active checks and ejection expiry of the current pool generation.
+    health: std::sync::Mutex<health::Monitor>,
     cache: Option<Arc<cache::Cache>>,
     _policy_watcher: Option<notify::RecommendedWatcher>,
 }
@@ -74,10 +78,10 @@ pub enum ShutdownOutcome {
 
 /// Binds every listener and starts serving. Must be called inside a tokio runtime.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let pools = Arc::new(proxy::upstream::PoolTable::new(
-        proxy::upstream::Pools::new(&config, None)?,
-    ));
-    pools.start_health();
+    let pools = Arc::new(upstream::PoolTable::new(upstream::Pools::new(
+        &config, None,
+    )?));
+    let health = std::sync::Mutex::new(health::Monitor::start(&pools.current()));
     let cache = config.cache.clone().map(|c| Arc::new(cache::Cache::new(c)));
     let policy = {
         let (cfg, upstreams, cache) = (config.policy.clone(), pools.clone(), cache.clone());
@@ -174,6 +178,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         _policy_watcher: policy::watch::watch_module(&policy),
         policy,
         pools,
+        health,
         cache,
     })
 }
@@ -199,8 +204,17 @@ impl Running {
     }
 
     /// The upstream pools: live state, health, reload.
-    pub fn pools(&self) -> &Arc<proxy::upstream::PoolTable> {
+    pub fn pools(&self) -> &Arc<upstream::PoolTable> {
         &self.pools
+    }
+
+    /// Replaces the pools with those of `config` (keeping the live state of every endpoint
+    /// that stays) and restarts the health checks for the new generation.
+    pub fn reload_pools(&self, config: &Config) -> Result<(), upstream::PoolError> {
+        self.pools.reload(config)?;
+        let next = health::Monitor::start(&self.pools.current());
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
     }
 
     /// The HTTP cache, when `[cache]` is configured. It lives as long as the process: a

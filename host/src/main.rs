@@ -190,8 +190,8 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             sluice::listener::tls::CertResolver::new(tls.clone())?;
         }
     }
-    let pools = std::sync::Arc::new(sluice::proxy::upstream::PoolTable::new(
-        sluice::proxy::upstream::Pools::new(&config, None)?,
+    let pools = std::sync::Arc::new(sluice::upstream::PoolTable::new(
+        sluice::upstream::Pools::new(&config, None)?,
     ));
     let policy = sluice::policy::PolicyRuntime::new(&config.policy, pools)?;
     let active = policy.status().active;
@@ -238,10 +238,9 @@ fn policy_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let (mut policy_config, upstreams) = match &args.config {
         Some(path) => {
             let c = sluice::config::Config::load(path)?;
-            let pools: Arc<dyn sluice::policy::Upstreams> =
-                Arc::new(sluice::proxy::upstream::PoolTable::new(
-                    sluice::proxy::upstream::Pools::new(&c, None)?,
-                ));
+            let pools: Arc<dyn sluice::policy::Upstreams> = Arc::new(
+                sluice::upstream::PoolTable::new(sluice::upstream::Pools::new(&c, None)?),
+            );
             (c.policy, Some(pools))
         }
         None => (sluice::config::PolicyConfig::default(), None),

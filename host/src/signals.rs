@@ -48,7 +48,7 @@ impl StopSignals {
                     let policy = match config.map(crate::config::Config::load) {
                         None => None,
                         Some(Ok(c)) => {
-                            match running.pools().reload(&c) {
+                            match running.reload_pools(&c) {
                                 Ok(()) => tracing::info!(pools = c.pools.len(), "pools reloaded"),
                                 Err(e) => tracing::error!(error = %e, "pools not reloaded"),
                             }

@@ -442,7 +442,7 @@ async fn balancer_state_survives_a_policy_swap_and_a_pool_reload() {
         .config_text();
     let config =
         sluice::config::Config::parse(&text, "(reload)", std::path::Path::new(".")).unwrap();
-    proxy.running.pools().reload(&config).unwrap();
+    proxy.running.reload_pools(&config).unwrap();
     let e = endpoint_status(admin, "web", a.addr).await;
     assert_eq!(
         (e["requests"].clone(), e["in_flight"].clone()),

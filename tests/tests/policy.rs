@@ -289,8 +289,8 @@ fn the_native_default_policy_decides_like_the_wasm_one() {
         std::path::Path::new("."),
     )
     .unwrap();
-    let pools = Arc::new(sluice::proxy::upstream::PoolTable::new(
-        sluice::proxy::upstream::Pools::new(&config, None).unwrap(),
+    let pools = Arc::new(sluice::upstream::PoolTable::new(
+        sluice::upstream::Pools::new(&config, None).unwrap(),
     ));
     let wasm = PolicyRuntime::new(&config.policy, pools.clone()).unwrap();
     let mut native_config = config.policy.clone();

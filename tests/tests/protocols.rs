@@ -53,6 +53,28 @@ async fn http11_over_tls_when_h2_is_not_offered() {
     }
 }
 
+/// RFC 9113 §3.2: HTTP/2 over TLS is negotiated by ALPN; prior knowledge is for cleartext
+/// only. A TLS client that negotiated nothing and sends the h2 preface gets an HTTP/1.1 error,
+/// not an h2 connection (the listener does not sniff for it).
+#[tokio::test]
+async fn no_h2_over_tls_without_alpn() {
+    let site = TlsSite::start("example.test").await;
+    let mut tls = site.connect(&[]).await;
+    assert_eq!(alpn(&tls), None);
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the proxy kept the connection open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        got.is_empty() || text.starts_with("HTTP/1.1 4"),
+        "want an HTTP/1.1 4xx or a close, got {text:?}"
+    );
+    assert!(!got.starts_with(&[0, 0]), "an h2 SETTINGS frame came back");
+}
+
 #[tokio::test]
 async fn h2c_prior_knowledge_on_the_cleartext_listener() {
     let origin = Origin::echo("a").await;

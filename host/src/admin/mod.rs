@@ -17,7 +17,7 @@
 use crate::cache::Cache;
 use crate::config::AdminConfig;
 use crate::policy::PolicyRuntime;
-use crate::proxy::upstream::{PoolTable, Pools};
+use crate::upstream::{PoolTable, Pools};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;

@@ -3,7 +3,7 @@
 //! check must not ride on (or disturb) a pooled connection that carries traffic.
 
 use crate::config::{HealthCheckConfig, HealthCheckKind, HttpCheck, UpstreamProtocol};
-use crate::proxy::upstream::Pool;
+use crate::upstream::Pool;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -62,7 +62,7 @@ async fn run(pool: &Pool, i: usize, cfg: &HealthCheckConfig) -> Result<String, S
             sender.send_request(req).await
         }
     }
-    .map_err(|e| format!("request: {}", crate::proxy::chain(&e)))?;
+    .map_err(|e| format!("request: {}", crate::upstream::chain(&e)))?;
     let status = resp.status().as_u16();
     if !http
         .expect_status

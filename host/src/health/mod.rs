@@ -6,7 +6,7 @@
 //! active check passes). The balancing algorithms skip flagged endpoints; [`Pool::set_flag`]
 //! logs every change and keeps panic mode up to date.
 //!
-//! - [`EndpointHealth`]: counters and the record the admin API shows; survives reloads.
+//! - [`EndpointHealth`] (in `upstream/`): counters and the record the admin API shows.
 //! - [`observe`]: passive outlier detection, called once per upstream exchange.
 //! - [`Monitor`]: the tasks of one pool generation (active checks, ejection expiry), stopped
 //!   when dropped.
@@ -16,9 +16,9 @@ mod active;
 
 use crate::balance::{self, DOWN, EJECTED};
 use crate::config::HealthCheckConfig;
-use crate::proxy::upstream::{Pool, Pools};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::upstream::{CheckResult, Pool, Pools};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What one upstream exchange taught passive outlier detection.
@@ -32,87 +32,6 @@ pub enum Outcome {
     LocalFailure,
     /// The TCP connect or TLS handshake failed: also a 5xx and a gateway error.
     ConnectFailure,
-}
-
-/// The result of the newest active check.
-#[derive(Debug, Clone)]
-pub struct CheckResult {
-    pub at: SystemTime,
-    pub passed: bool,
-    /// Why it failed, or what passed (`"200"`, `"connected"`).
-    pub detail: String,
-}
-
-/// What the admin API shows about an endpoint's health history.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// When the endpoint's health state last changed (or the record was created).
-    pub since: SystemTime,
-    pub last_check: Option<CheckResult>,
-    pub checks_passed: u64,
-    pub checks_failed: u64,
-    pub ejections: u64,
-    /// Until when the current ejection lasts.
-    pub ejected_until: Option<SystemTime>,
-}
-
-/// One endpoint's health counters and record. Shared by every pool generation that keeps the
-/// endpoint.
-#[derive(Debug)]
-pub struct EndpointHealth {
-    passes_in_a_row: AtomicU32,
-    fails_in_a_row: AtomicU32,
-    consecutive_5xx: AtomicU32,
-    consecutive_gateway: AtomicU32,
-    consecutive_connect: AtomicU32,
-    /// Ejections without a quiet period in between: the next lasts this many base times.
-    ejection_streak: AtomicU32,
-    /// `balance::Nanos` at which the current ejection ends; 0 = not ejected.
-    ejected_until: AtomicU64,
-    /// When the last ejection ended, for resetting the streak.
-    returned_at: AtomicU64,
-    record: Mutex<Record>,
-}
-
-impl Default for EndpointHealth {
-    fn default() -> Self {
-        EndpointHealth {
-            passes_in_a_row: AtomicU32::new(0),
-            fails_in_a_row: AtomicU32::new(0),
-            consecutive_5xx: AtomicU32::new(0),
-            consecutive_gateway: AtomicU32::new(0),
-            consecutive_connect: AtomicU32::new(0),
-            ejection_streak: AtomicU32::new(0),
-            ejected_until: AtomicU64::new(0),
-            returned_at: AtomicU64::new(0),
-            record: Mutex::new(Record {
-                since: SystemTime::now(),
-                last_check: None,
-                checks_passed: 0,
-                checks_failed: 0,
-                ejections: 0,
-                ejected_until: None,
-            }),
-        }
-    }
-}
-
-impl EndpointHealth {
-    pub fn record(&self) -> Record {
-        self.record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn with_record(&self, f: impl FnOnce(&mut Record)) {
-        f(&mut self.record.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    /// Notes that the endpoint's health state changed now.
-    pub(crate) fn state_changed(&self) {
-        self.with_record(|r| r.since = SystemTime::now());
-    }
 }
 
 /// Passive outlier detection: counts consecutive failures of endpoint `i` and ejects it when

@@ -1,22 +1,27 @@
 //! Listening sockets: accept loop, connection limit, TLS termination, HTTP/1.1 and HTTP/2
 //! serving (ALPN on TLS, prior knowledge on cleartext), client timeouts and graceful drain.
 
-mod activity;
 pub mod reload;
 pub mod tls;
 
-pub use activity::{Activity, RequestGuard, Verdict};
+pub use crate::activity::{Activity, RequestGuard, Verdict};
 
 use crate::config::{Limits, ListenerConfig, Timeouts};
+use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::upstream::body::BoxError;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -47,35 +52,46 @@ pub struct Shared {
 }
 
 struct Builders {
+    /// Cleartext: HTTP/1.1, or h2 when the client starts with the prior-knowledge preface.
     auto: auto::Builder<TokioExecutor>,
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
+    /// TLS, by ALPN. hyper's own builders: hyper-util's `auto` with `http1_only` still
+    /// sniffs for the h2 preface when serving with upgrades (0.1.21).
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// The HTTP/1.1 settings, on hyper's builder and on hyper-util's wrapper of it (same methods).
+macro_rules! h1_settings {
+    ($b:expr, $limits:expr) => {
+        $b.timer(TokioTimer::new())
+            .keep_alive(true)
+            // Header and idle timeouts are ours (see activity.rs).
+            .header_read_timeout(None)
+            // Bounds the request head; hyper answers 431 past it.
+            .max_buf_size($limits.max_request_header_size)
+    };
+}
+
+macro_rules! h2_settings {
+    ($b:expr, $limits:expr) => {
+        $b.timer(TokioTimer::new())
+            .max_header_list_size($limits.max_request_header_size as u32)
+            .max_concurrent_streams(256)
+            .max_pending_accept_reset_streams(64)
+            .adaptive_window(true)
+    };
 }
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        let make = || {
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                // Header and idle timeouts are ours (see activity.rs).
-                .header_read_timeout(None)
-                // Bounds the request head; hyper answers 431 past it.
-                .max_buf_size(limits.max_request_header_size);
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(limits.max_request_header_size as u32)
-                .max_concurrent_streams(256)
-                .max_pending_accept_reset_streams(64)
-                .adaptive_window(true);
-            b
-        };
-        Builders {
-            auto: make(),
-            h1: make().http1_only(),
-            h2: make().http2_only(),
-        }
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        h1_settings!(auto.http1(), limits);
+        h2_settings!(auto.http2(), limits);
+        let mut h1 = http1::Builder::new();
+        h1_settings!(h1, limits);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2_settings!(h2, limits);
+        Builders { auto, h1, h2 }
     }
 }
 
@@ -187,15 +203,11 @@ async fn serve(
     let activity = Activity::new(shared.drain.clone());
     match tls {
         None => {
-            let info = ConnInfo {
-                client: peer,
-                tls: false,
-                sni: None,
-                listener,
-                activity: activity.clone(),
-            };
-            let io = Tracked::new(stream, activity);
-            serve_http(io, info, &shared.builders.auto, shared).await;
+            let info = Arc::new(ConnInfo::new(peer, false, None, listener, activity.clone()));
+            let io = TokioIo::new(Tracked::new(stream, activity));
+            let svc = proxy_service(shared, &info);
+            let conn = shared.builders.auto.serve_connection_with_upgrades(io, svc);
+            serve_http(info, shared, conn).await;
         }
         Some(acceptor) => {
             let handshake =
@@ -205,45 +217,108 @@ async fn serve(
             })??;
             let (_, session) = tls.get_ref();
             let sni = session.server_name().map(Arc::<str>::from);
-            let builder = match session.alpn_protocol() {
-                Some(b"h2") => &shared.builders.h2,
-                Some(b"http/1.1") => &shared.builders.h1,
-                _ => &shared.builders.auto,
-            };
-            let info = ConnInfo {
-                client: peer,
-                tls: true,
-                sni,
-                listener,
-                activity: activity.clone(),
-            };
-            let io = Tracked::new(tls, activity);
-            serve_http(io, info, builder, shared).await;
+            // ALPN decides; without it a TLS connection is HTTP/1.1 (RFC 9113 §3.2: h2 over
+            // TLS needs ALPN, prior knowledge is for cleartext), so no preface sniffing here.
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let info = Arc::new(ConnInfo::new(peer, true, sni, listener, activity.clone()));
+            let io = TokioIo::new(Tracked::new(tls, activity));
+            let (b, svc) = (&shared.builders, proxy_service(shared, &info));
+            if h2 {
+                serve_http(info, shared, b.h2.serve_connection(io, svc)).await;
+            } else {
+                let conn = b.h1.serve_connection(io, svc).with_upgrades();
+                serve_http(info, shared, conn).await;
+            }
         }
     }
     Ok(())
 }
 
-use activity::Tracked;
+/// A served connection that can be asked to finish its in-flight requests and close.
+trait Graceful: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+    fn graceful(self: Pin<&mut Self>);
+}
 
-async fn serve_http<I>(
-    io: I,
-    info: ConnInfo,
-    builder: &auto::Builder<TokioExecutor>,
+macro_rules! graceful {
+    ($ty:ty, $err:ty, [$($gen:tt)*], [$($bounds:tt)*]) => {
+        impl<$($gen)*> Graceful for $ty
+        where
+            $($bounds)*
+        {
+            type Error = $err;
+            fn graceful(self: Pin<&mut Self>) {
+                self.graceful_shutdown();
+            }
+        }
+    };
+}
+graceful!(
+    auto::UpgradeableConnection<'_, I, S, E>,
+    BoxError,
+    [I, S, E, B],
+    [
+        S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+        S::Future: 'static,
+        S::Error: Into<BoxError>,
+        B: hyper::body::Body + 'static,
+        B::Error: Into<BoxError>,
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+    ]
+);
+graceful!(
+    http1::UpgradeableConnection<I, S>,
+    hyper::Error,
+    [I, S, B],
+    [
+        S: hyper::service::HttpService<Incoming, ResBody = B>,
+        S::Error: Into<BoxError>,
+        B: hyper::body::Body + 'static,
+        B::Error: Into<BoxError>,
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    ]
+);
+graceful!(
+    http2::Connection<I, S, E>,
+    hyper::Error,
+    [I, S, E, B],
+    [
+        S: hyper::service::HttpService<Incoming, ResBody = B>,
+        S::Error: Into<BoxError>,
+        B: hyper::body::Body + 'static,
+        B::Error: Into<BoxError>,
+        I: hyper::rt::Read + hyper::rt::Write + Unpin,
+        E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+    ]
+);
+
+use crate::activity::Tracked;
+
+/// The proxy as hyper's service for one client connection.
+fn proxy_service(
     shared: &Shared,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let info = Arc::new(info);
-    let activity = info.activity.clone();
-    let proxy = shared.proxy.clone();
-    let conn_info = info.clone();
-    let service = hyper::service::service_fn(move |req| {
+    info: &Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let (proxy, info) = (shared.proxy.clone(), info.clone());
+    hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
-        let info = conn_info.clone();
+        let info = info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    })
+}
+
+/// Drives one served connection until it ends, the proxy shuts down (graceful close) or the
+/// watchdog finds it idle or stuck in a request head.
+async fn serve_http<C: Graceful>(info: Arc<ConnInfo>, shared: &Shared, conn: C) {
+    let activity = info.activity.clone();
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     let shutdown = shutdown.changed();
@@ -262,14 +337,14 @@ async fn serve_http<I>(
                 return;
             }
             _ = &mut shutdown, if !closing => {
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().graceful();
                 closing = true;
             }
             _ = &mut watchdog, if !closing => {
                 match activity.check(Instant::now(), header, idle) {
                     Verdict::Wait(at) => watchdog.as_mut().reset(at.into()),
                     Verdict::Idle => {
-                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().graceful();
                         closing = true;
                     }
                     Verdict::HeaderTimeout => {

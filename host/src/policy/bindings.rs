@@ -23,7 +23,7 @@ pub mod v02 {
         imports: { default: trappable },
         with: {
             // The request resource is the one request in the store; see `host.rs`.
-            "sluice:policy/types.request": crate::policy::host::RequestRep,
+            "sluice:policy/types.request": crate::policy::store::RequestRep,
         },
     });
 }

@@ -1,5 +1,5 @@
-//! The data of one guest store and the host side of the WIT imports, for both packages the
-//! host implements (`bindings::v03`, `bindings::v02`).
+//! The host side of the WIT imports, for both packages the host implements
+//! (`bindings::v03`, `bindings::v02`), on the store data of `store.rs`.
 //!
 //! The request (and in `on-response` the response head) is the store's: 0.3 guests read it
 //! through the `request`/`response` interfaces, which take no handle; 0.2 guests through the
@@ -9,135 +9,12 @@
 //! the same shape in both packages; one macro implements them for each.
 
 use super::bindings::{v02, v03};
-use super::{HealthState, PolicyRequest, ResponseSource, Upstreams};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use super::store::{GuestState, RequestRep};
+use super::{HealthState, ResponseSource};
 use wasmtime::component::Resource;
-
-/// Type parameter of the 0.2 `request` resource handle (never instantiated).
-pub enum RequestRep {}
-
-/// The response head an `on-response` call looks at. Moved into the store for the call and
-/// handed back.
-#[derive(Debug, Default)]
-pub(super) struct ResponseHead {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub source: Option<ResponseSource>,
-    pub endpoint: Option<Arc<str>>,
-}
 
 /// Longest guest log line kept; longer ones are cut at a character boundary.
 const MAX_LOG_LINE: usize = 4096;
-
-/// What a revision shares with every store it creates.
-pub(super) struct Shared {
-    pub name: Arc<str>,
-    pub revision: u64,
-    pub settings: BTreeMap<String, String>,
-    pub upstreams: Arc<dyn Upstreams>,
-    /// The host's HTTP cache, offered through the `cache` import; `None` without `[cache]`
-    /// (and in `sluice policy test`).
-    pub cache: Option<Arc<crate::cache::Cache>>,
-}
-
-/// The `T` of `Store<T>` for policy guests.
-pub(super) struct GuestState {
-    /// Present for the duration of a `decide` or `on-response` call.
-    pub request: Option<PolicyRequest>,
-    /// Present for the duration of an `on-response` call.
-    pub response: Option<ResponseHead>,
-    pub shared: Arc<Shared>,
-    pub memory_cap: usize,
-    /// Set when the guest asked for more memory than its cap: the trap that usually follows
-    /// (a Rust guest aborts on allocation failure) is then reported as memory exhaustion.
-    pub memory_denied: bool,
-    /// CPU-time check after the wall-clock deadline (see `revision::on_deadline`).
-    pub overtime: super::revision::Overtime,
-    /// Set during the rehearsal calls before a revision is published: the `cache` import then
-    /// sees no cache, so loading a policy never purges (or peeks at) live entries.
-    pub rehearsal: bool,
-    /// Built on the first WASI call (see `wasi.rs`).
-    pub wasi: Option<wasmtime_wasi::WasiCtx>,
-    /// WASI's streams and other resources.
-    pub table: wasmtime::component::ResourceTable,
-}
-
-impl GuestState {
-    pub fn new(shared: Arc<Shared>, memory_cap: usize) -> GuestState {
-        GuestState {
-            request: None,
-            response: None,
-            shared,
-            memory_cap,
-            memory_denied: false,
-            overtime: Default::default(),
-            rehearsal: false,
-            wasi: None,
-            table: wasmtime::component::ResourceTable::new(),
-        }
-    }
-}
-
-impl wasmtime_wasi::WasiView for GuestState {
-    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        let shared = &self.shared;
-        let ctx = self
-            .wasi
-            .get_or_insert_with(|| super::wasi::context(shared));
-        wasmtime_wasi::WasiCtxView {
-            ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl GuestState {
-    /// The request of the current call. Outside a call (a guest's start function, say) the
-    /// import traps.
-    fn req(&self) -> wasmtime::Result<&PolicyRequest> {
-        self.request.as_ref().ok_or_else(|| {
-            wasmtime::format_err!("the request is readable only during decide and on-response")
-        })
-    }
-
-    fn resp(&self) -> wasmtime::Result<&ResponseHead> {
-        self.response.as_ref().ok_or_else(|| {
-            wasmtime::format_err!("the response is readable only during on-response")
-        })
-    }
-
-    /// The cache the `cache` import works on: none without `[cache]` or while rehearsing.
-    fn cache(&self) -> Option<&crate::cache::Cache> {
-        if self.rehearsal {
-            None
-        } else {
-            self.shared.cache.as_deref()
-        }
-    }
-}
-
-impl wasmtime::ResourceLimiter for GuestState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory_cap;
-        self.memory_denied |= !ok;
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
-}
 
 /// The request accessors, shared by the 0.3 `request` interface and the 0.2 resource.
 impl GuestState {

@@ -2,8 +2,8 @@
 //! corpus file, without a proxy. Like a local runtime for edge functions: the same engine,
 //! limits and host imports as production, but no rehearsal, so a broken module can be examined.
 
-use super::host::ResponseHead;
 use super::revision::{Context, PolicyFailure, Revision};
+use super::store::ResponseHead;
 use super::{
     Decision, EndpointInfo, LoadError, PolicyRequest, ResponseAction, ResponseSource, Upstreams,
 };

@@ -4,7 +4,7 @@
 //! `policy/` never touches a socket and is the only module that names a wasmtime type: the
 //! proxy hands it a [`PolicyRequest`] and gets back a [`Verdict`] made of plain Rust values
 //! ([`Decision`]). What the host offers guests about upstreams comes in through the
-//! [`Upstreams`] trait, which the proxy implements; the guests' `cache` import reads and
+//! [`Upstreams`] trait (defined with the pools, in `upstream/`); the guests' `cache` import reads and
 //! purges the host's [`crate::cache::Cache`] (a store with no socket or proxy type in it),
 //! when [`PolicyRuntime::with_cache`] is given one.
 //!
@@ -12,7 +12,7 @@
 //!   memory images, epoch ticker, on-disk cache of compiled artifacts).
 //! - `revision.rs`: one loaded component: import checks, pre-instantiation, the per-request
 //!   call (fresh instance or bounded reuse) and failure classification.
-//! - `host.rs`: the store's data and the host side of the WIT imports.
+//! - `store.rs`: the store's data; `host.rs`: the host side of the WIT imports on it.
 //! - `decision.rs`: the guest's decision checked and converted to host types.
 //! - `wasi.rs`: the WASI a guest gets (clocks, random, stdio to the log; no files or sockets).
 //! - `runtime.rs`: the active revision, history, hot swap, rollback and status.
@@ -26,6 +26,7 @@ pub mod local;
 mod native;
 mod revision;
 mod runtime;
+mod store;
 mod wasi;
 pub mod watch;
 
@@ -38,6 +39,7 @@ pub use revision::{FailureKind, PolicyFailure};
 pub use runtime::{PhaseStats, PolicyRuntime, PolicyStatus, ResponseHook, RevisionInfo, Verdict};
 
 pub use crate::balance::{Algorithm, HealthState};
+pub use crate::upstream::{EndpointInfo, Upstreams};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,45 +86,6 @@ impl PolicyRequest {
             sni: self.sni.clone(),
         }
     }
-}
-
-/// One endpoint as the guest's `balancer.endpoints` reports it: live state at the moment of
-/// the call.
-#[derive(Debug, Clone)]
-pub struct EndpointInfo {
-    pub addr: Arc<str>,
-    pub weight: u32,
-    /// Neither failing active checks nor ejected (the endpoint's own state; panic mode aside).
-    pub healthy: bool,
-    pub state: HealthState,
-    /// Requests in flight to it now.
-    pub in_flight: u32,
-    /// Peak-EWMA response-head latency in microseconds; 0 before the first response.
-    pub ewma_latency_us: u32,
-}
-
-/// What the host knows about upstreams, offered to guests through the `balancer` and
-/// `health` imports and used to check a decision's target. Implemented by the proxy's pool
-/// table.
-pub trait Upstreams: Send + Sync + 'static {
-    /// Picks an eligible endpoint of `pool` (`None`: the default pool) with `algorithm`, or the
-    /// pool's algorithm when `None` (the ring hash when a `hash_key` is given and the pool's
-    /// algorithm is not keyed). `client` feeds IP hash. `None` when the pool is unknown or
-    /// nothing is eligible.
-    fn pick(
-        &self,
-        pool: Option<&str>,
-        algorithm: Option<Algorithm>,
-        hash_key: Option<&[u8]>,
-        client: std::net::IpAddr,
-    ) -> Option<Arc<str>>;
-    /// The endpoints of `pool` in config order; `None` if there is no such pool.
-    fn endpoints(&self, pool: &str) -> Option<Vec<EndpointInfo>>;
-    /// The health of endpoint `addr` of `pool`; `None` if there is no such endpoint.
-    fn health(&self, pool: &str, addr: &str) -> Option<HealthState>;
-    /// Whether `pool` exists and, when given, `endpoint` is one of its endpoints; the error
-    /// says which part is wrong.
-    fn check_target(&self, pool: Option<&str>, endpoint: Option<&str>) -> Result<(), String>;
 }
 
 /// Why a component could not become a revision. The message is for the operator: it names

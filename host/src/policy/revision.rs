@@ -12,7 +12,7 @@
 
 use super::bindings::{v02, v03};
 use super::decision::{Checked, Decision, ResponseAction};
-use super::host::{GuestState, ResponseHead, Shared};
+use super::store::{GuestState, Overtime, ResponseHead, Shared};
 use super::{LoadError, PolicyRequest, engine};
 use crate::config::{FailMode, InstanceMode, PolicyConfig, REFUSED_IMPORTS};
 use std::sync::Arc;
@@ -204,7 +204,7 @@ impl Revision {
                 .root()
                 .resource(
                     "request",
-                    wasmtime::component::ResourceType::host::<super::host::RequestRep>(),
+                    wasmtime::component::ResourceType::host::<super::store::RequestRep>(),
                     |_, _| Ok(()),
                 )
                 .map_err(link)?;
@@ -588,14 +588,6 @@ const INSTANTIATE_BUDGET: Duration = Duration::from_millis(100);
 /// A guest that is still running this many deadlines (in wall time) after its start is
 /// stopped whatever its CPU use: a request never hangs on a starved machine.
 const MAX_OVERTIME_FACTOR: u64 = 10;
-
-/// State of the CPU-time check that follows a missed wall-clock deadline.
-#[derive(Debug, Default)]
-pub(super) struct Overtime {
-    /// Thread CPU time when the current one-tick probation began.
-    probation_start: Option<Duration>,
-    rounds: u64,
-}
 
 /// Called by wasmtime when a call reaches its epoch deadline (wall clock). The deadline is
 /// meant as CPU time: on a busy machine a worker thread can be descheduled for milliseconds

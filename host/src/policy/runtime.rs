@@ -6,9 +6,9 @@
 //! it, so a swap never affects a call in progress. A module that fails any step never replaces
 //! the active one: the caller gets the reason and the log says it.
 
-use super::host::ResponseHead;
 use super::revision::{Context, PolicyFailure, Revision, Stats};
 use super::sha256_hex;
+use super::store::ResponseHead;
 use super::{Decision, LoadError, PolicyRequest, ResponseAction, ResponseSource, Upstreams};
 use crate::cache::Cache;
 use crate::config::{FailMode, InstanceMode, PolicyConfig};

@@ -19,7 +19,7 @@
 //! stdin is empty), and leaves `wasi:sockets` to the trap stubs (`revision.rs`): a policy that
 //! opens a socket fails its call instead of panicking a worker.
 
-use super::host::{GuestState, Shared};
+use super::store::{GuestState, Shared};
 use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::component::{Linker, Resource, ResourceType};
@@ -48,6 +48,17 @@ pub(super) fn context(shared: &Arc<Shared>) -> WasiCtx {
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build()
+}
+
+impl wasmtime_wasi::WasiView for GuestState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let shared = &self.shared;
+        let ctx = self.wasi.get_or_insert_with(|| context(shared));
+        wasmtime_wasi::WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// Whether the host links this import to WASI (so the stubs leave it alone): the 0.2

@@ -18,12 +18,12 @@
 //!   while the pool's retries in flight are within its budget.
 
 use super::body::{Held, RequestBody};
-use super::connection::{PooledConn, SendError};
 use super::error::{ErrorKind, ProxyError, Side};
-use super::upstream::{Endpoint, Pool, RetryPermit};
 use crate::balance::{self, Algorithm, Full};
 use crate::config::UpstreamProtocol;
 use crate::health::{self, Outcome};
+use crate::upstream::connection::{PooledConn, SendError};
+use crate::upstream::{Endpoint, Pool, RetryPermit};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;

@@ -73,8 +73,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopInfo {
     info
 }
 
-/// Appends `value` to a comma-separated list field, or sets it when absent.
-pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+/// Appends `value` to a comma-separated list field, or sets it when absent (the common case:
+/// no string is built then).
+pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    if !headers.contains_key(&name) {
+        headers.insert(name, value.clone());
+        return;
+    }
+    let Ok(value) = value.to_str() else { return };
     let mut joined = String::new();
     for prev in headers
         .get_all(&name)

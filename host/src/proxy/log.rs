@@ -4,7 +4,7 @@
 
 use super::ConnInfo;
 use super::body::OnComplete;
-use crate::listener::RequestGuard;
+use crate::activity::RequestGuard;
 use http::{Request, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,12 +9,10 @@
 mod attempt;
 pub mod body;
 mod cached;
-pub mod connection;
 pub mod error;
 pub mod headers;
 mod log;
 mod upgrade;
-pub mod upstream;
 
 use crate::cache::{self, Cache};
 use crate::config::{Config, FailMode, Limits, ProxySettings, Timeouts, UpstreamProtocol};
@@ -22,9 +20,10 @@ use crate::policy::{
     Decision, Forward, HeaderEdit, LocalResponse, PolicyRequest, PolicyRuntime, ResponseAction,
     ResponseChanges, ResponseHook, ResponseSource, Verdict,
 };
+use crate::upstream::connection::SendError;
+use crate::upstream::{Pool, PoolTable, chain};
 use attempt::Answer;
 use body::{BodyTooLarge, RequestBody, ResponseBody};
-use connection::SendError;
 use error::{ErrorKind, ProxyError};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -32,7 +31,6 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use upstream::{Pool, PoolTable};
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug)]
@@ -43,7 +41,30 @@ pub struct ConnInfo {
     /// Listener name, for logs.
     pub listener: Arc<str>,
     /// Per-connection activity, read by the listener's idle watchdog.
-    pub activity: crate::listener::Activity,
+    pub activity: crate::activity::Activity,
+    /// `client`'s IP address as an `X-Forwarded-For` element, made once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        client: SocketAddr,
+        tls: bool,
+        sni: Option<Arc<str>>,
+        listener: Arc<str>,
+        activity: crate::activity::Activity,
+    ) -> ConnInfo {
+        let forwarded_for = HeaderValue::try_from(client.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo {
+            client,
+            tls,
+            sni,
+            listener,
+            activity,
+            forwarded_for,
+        }
+    }
 }
 
 /// Precomputed `Via` values, one per received HTTP version.
@@ -352,6 +373,9 @@ impl Proxy {
                     "101 without an upgrade request",
                 ));
             };
+            if let Some(c) = upstream_conn {
+                c.detach(); // hyper hands over the upgraded I/O only while polled
+            }
             upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, conn.activity.clone());
             // `Connection: upgrade` and `Upgrade` are what a 101 is about: kept as received.
             ResponseBody::empty()
@@ -392,7 +416,7 @@ impl Proxy {
         &self,
         rp: &mut http::response::Parts,
         incoming: Incoming,
-        conn: Option<connection::PooledConn>,
+        conn: Option<crate::upstream::connection::PooledConn>,
     ) -> ResponseBody {
         headers::strip_hop_by_hop(&mut rp.headers);
         ResponseBody::upstream(incoming, conn, self.timeouts.upstream_response)
@@ -440,7 +464,7 @@ impl Proxy {
             headers::append_list(
                 h,
                 header::HeaderName::from_static("x-forwarded-for"),
-                &conn.client.ip().to_string(),
+                &conn.forwarded_for,
             );
             h.insert(
                 header::HeaderName::from_static("x-forwarded-proto"),
@@ -620,16 +644,4 @@ fn classify_send_error(e: &SendError, addr: &str) -> ProxyError {
         return ProxyError::new(ErrorKind::UpstreamTimeout, format!("{addr}: {}", chain(h)));
     }
     ProxyError::new(ErrorKind::UpstreamReset, format!("{addr}: {}", chain(h)))
-}
-
-/// `a: b: c` from an error and its sources.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

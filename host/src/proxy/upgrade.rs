@@ -1,7 +1,7 @@
 //! Protocol upgrades (WebSocket and friends): after the upstream answers 101, the two
 //! connections are spliced byte for byte until either side closes.
 
-use crate::listener::Activity;
+use crate::activity::Activity;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 

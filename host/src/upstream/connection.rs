@@ -6,6 +6,13 @@
 //! to hand the connection back). Here an HTTP/1.1 connection goes back to a LIFO idle stack the
 //! moment our response body sees its end, and HTTP/2 shares one multiplexed connection.
 //!
+//! **One task per request path.** An HTTP/1.1 connection is not spawned as a task of its own:
+//! the request's task drives it (hyper's connection future is polled by [`PooledConn`] while
+//! waiting for the response head and by the response body while it streams), so a small
+//! exchange crosses no task boundary and wakes no other task, as in nginx or Pingora. An idle
+//! connection is polled once, without a waker, when it is taken from the stack (and by the
+//! sweeper): that notices a close by the upstream that arrived meanwhile.
+//!
 //! A request that hyper reports as never written (the pooled connection closed under us) is
 //! retried on the next idle connection or a fresh one: safe for any method, because the
 //! upstream cannot have seen it.
@@ -18,6 +25,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -157,8 +165,84 @@ pub struct IdleLimits {
     pub idle_timeout: Duration,
 }
 
-struct Idle {
+/// hyper's HTTP/1.1 client connection state machine over our stream, with upgrades (its type,
+/// `UpgradeableConnection`, cannot be named outside hyper, hence the trait object).
+type H1Conn = dyn Future<Output = hyper::Result<()>> + Send;
+
+/// An HTTP/1.1 connection: the handle requests are sent on and the state machine that does
+/// the I/O, which whoever uses the connection drives (see the module docs).
+struct H1 {
     sender: http1::SendRequest<RequestBody>,
+    io: H1Io,
+}
+
+struct H1Io {
+    /// Boxed once per connection (moving an `H1` around moves a few words). `None` once
+    /// the future has ended (closed, failed or upgraded): dropping it fails whatever hyper
+    /// still holds (a queued request, a body) instead of leaving it pending.
+    conn: Option<Pin<Box<H1Conn>>>,
+}
+
+impl H1Io {
+    /// Lets the connection do whatever I/O is possible now; `cx`'s task is woken when more
+    /// is. Errors reach the pending response or body through hyper's channels.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                self.conn = None;
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            }
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.conn.is_none()
+    }
+}
+
+impl H1 {
+    /// [`H1Io::drive`] without a task to wake: notices a close that already happened.
+    fn drive_now(&mut self) {
+        self.io
+            .drive(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    /// Ready for the next request.
+    fn reusable(&self) -> bool {
+        !self.io.ended() && self.sender.is_ready()
+    }
+}
+
+/// Waits for `fut` (a response head) while driving `conn`. `fut` is polled without a waker:
+/// only `conn` can complete it, and `conn` is polled right before.
+struct Driven<'a, F> {
+    fut: F,
+    conn: &'a mut H1Io,
+}
+
+impl<F: Future + Unpin> Future for Driven<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(&mut noop) {
+            return Poll::Ready(out);
+        }
+        this.conn.drive(cx);
+        match Pin::new(&mut this.fut).poll(&mut noop) {
+            // The connection has ended (and was dropped, failing the request): the future
+            // resolves with the error now; the real waker is only for safety.
+            Poll::Pending if this.conn.ended() => Pin::new(&mut this.fut).poll(cx),
+            other => other,
+        }
+    }
+}
+
+struct Idle {
+    h1: H1,
     since: Instant,
 }
 
@@ -182,17 +266,22 @@ impl H1Pool {
         pool
     }
 
-    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = idle.pop_back() {
-            if c.sender.is_ready() && c.since.elapsed() < self.limits.idle_timeout {
-                return Some(c.sender);
+    fn checkout(&self) -> Option<H1> {
+        loop {
+            let mut c = self
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_back()?;
+            // Outside the lock: this may read (an EOF) and close.
+            c.h1.drive_now();
+            if c.h1.reusable() && c.since.elapsed() < self.limits.idle_timeout {
+                return Some(c.h1);
             }
         }
-        None
     }
 
-    fn put(&self, sender: http1::SendRequest<RequestBody>) {
+    fn put(&self, h1: H1) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() >= self.limits.max_idle {
             // Keep the warm ones: drop the least recently used.
@@ -200,7 +289,7 @@ impl H1Pool {
         }
         if self.limits.max_idle > 0 {
             idle.push_back(Idle {
-                sender,
+                h1,
                 since: Instant::now(),
             });
         }
@@ -209,7 +298,10 @@ impl H1Pool {
     fn expire(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.limits.idle_timeout;
-        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+        idle.retain_mut(|c| {
+            c.h1.drive_now();
+            c.h1.reusable() && c.since.elapsed() < timeout
+        });
     }
 }
 
@@ -225,30 +317,58 @@ async fn sweep(pool: Weak<H1Pool>, every: Duration) {
     }
 }
 
-/// An HTTP/1.1 connection lent to one exchange. Give it back with [`PooledConn::release`] once
-/// the response body has been read to its end; dropping it instead closes the connection.
+/// An HTTP/1.1 connection lent to one exchange. It must be driven ([`PooledConn::drive`])
+/// while its response body is read; give it back with [`PooledConn::release`] once the body
+/// has been read to its end. Dropping it instead closes the connection.
 pub struct PooledConn {
-    sender: http1::SendRequest<RequestBody>,
+    h1: H1,
     pool: Arc<H1Pool>,
 }
 
 impl PooledConn {
+    /// Does the connection's pending I/O (the response body's bytes); see [`H1Io::drive`].
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        self.h1.io.drive(cx);
+    }
+
     pub fn release(mut self) {
-        if self.sender.is_ready() {
-            self.pool.put(self.sender);
+        self.h1.drive_now();
+        if self.h1.reusable() {
+            self.pool.put(self.h1);
             return;
         }
-        if self.sender.is_closed() {
+        if self.h1.io.ended() {
             return;
         }
-        // The connection task has not caught up with the end of the message yet (or our
-        // request body is still being written): wait for it off the request path.
+        // The connection has not caught up with the end of the message yet (or our request
+        // body is still being written): let it finish off the request path.
         let timeout = self.pool.limits.idle_timeout;
         tokio::spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(timeout, self.sender.ready()).await {
-                self.pool.put(self.sender);
+            let ready = std::future::poll_fn(|cx| {
+                self.h1.io.drive(cx);
+                if self.h1.io.ended() {
+                    return Poll::Ready(false);
+                }
+                self.h1.sender.poll_ready(cx).map(|r| r.is_ok())
+            });
+            if let Ok(true) = tokio::time::timeout(timeout, ready).await {
+                self.pool.put(self.h1);
             }
         });
+    }
+
+    /// Hands the connection to a task of its own, for a 101 response: hyper completes the
+    /// upgrade (gives the I/O to the response's `OnUpgrade`) only while it is polled.
+    pub fn detach(self) {
+        let mut io = self.h1.io;
+        tokio::spawn(std::future::poll_fn(move |cx| {
+            io.drive(cx);
+            if io.ended() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
     }
 }
 
@@ -327,7 +447,7 @@ impl Upstream {
         mut req: Request<RequestBody>,
     ) -> Result<Sent, Unsent> {
         loop {
-            let (mut sender, reused) = match pool.checkout() {
+            let (mut h1, reused) = match pool.checkout() {
                 Some(s) => (s, true),
                 // Boxed: the dial/TLS/handshake future is large and rare; inline it would make
                 // every request's future (moved around by hyper) that much bigger.
@@ -336,12 +456,18 @@ impl Upstream {
                     Err(e) => return Err((e, Some(req))),
                 },
             };
-            match sender.try_send_request(req).await {
+            let fut = h1.sender.try_send_request(req);
+            let sent = Driven {
+                fut: std::pin::pin!(fut),
+                conn: &mut h1.io,
+            }
+            .await;
+            match sent {
                 Ok(resp) => {
                     return Ok((
                         resp,
                         Some(PooledConn {
-                            sender,
+                            h1,
                             pool: pool.clone(),
                         }),
                     ));
@@ -356,19 +482,19 @@ impl Upstream {
         }
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    async fn connect_h1(&self) -> Result<H1, SendError> {
         let stream = self.dialer.dial().await.map_err(SendError::Connect)?;
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(1 << 20)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(H1 {
+            sender,
+            io: H1Io {
+                conn: Some(Box::pin(conn.with_upgrades())),
+            },
+        })
     }
 
     /// Connects the shared h2 connection, unless another request did so while we waited.

@@ -1,18 +1,18 @@
 //! Upstream pools: named sets of endpoints, each endpoint with its own connections
 //! (`connection.rs`), live balancing state (`balance::Live`) and health record
-//! (`health::EndpointHealth`).
+//! ([`EndpointHealth`](super::EndpointHealth)).
 //!
 //! A [`Pools`] is one generation of the configured pools and never changes; a config reload
 //! builds a new generation from the previous one ([`Pools::new`] with `previous`), reusing the
 //! live state, health record and connections of every endpoint it keeps. [`PoolTable`] holds
 //! the current generation and its health monitor.
 
+use super::EndpointHealth;
 use super::connection::{Dialer, IdleLimits, Upstream};
 use crate::balance::{self, Algorithm, Backend, Balancers, Ctx, HealthState, Live, PoolLive, Set};
 use crate::config::{
     Config, HealthCheckConfig, OutlierConfig, PoolConfig, RetryConfig, UpstreamProtocol,
 };
-use crate::health::EndpointHealth;
 use arc_swap::ArcSwap;
 use rustls_pki_types::ServerName;
 use std::cell::RefCell;
@@ -209,10 +209,10 @@ impl Pool {
     }
 
     /// What `balancer.endpoints` reports for endpoint `i`.
-    pub fn info(&self, i: usize, now: balance::Nanos) -> crate::policy::EndpointInfo {
+    pub fn info(&self, i: usize, now: balance::Nanos) -> super::EndpointInfo {
         let live = self.live(i);
         let state = live.health();
-        crate::policy::EndpointInfo {
+        super::EndpointInfo {
             addr: self.endpoints[i].address.clone(),
             weight: self.endpoints[i].weight,
             healthy: state == HealthState::Healthy,
@@ -338,20 +338,17 @@ impl Pools {
     }
 }
 
-/// The current generation of pools and the health monitor running for it. Shared by the
-/// proxy, the policy runtime (as [`crate::policy::Upstreams`]) and the admin API.
+/// The current generation of pools. Shared by the proxy, the health monitor, the policy
+/// runtime (as [`super::Upstreams`]) and the admin API.
 pub struct PoolTable {
     current: ArcSwap<Pools>,
-    monitor: std::sync::Mutex<Option<crate::health::Monitor>>,
 }
 
 impl PoolTable {
-    /// A table serving `pools`; call [`PoolTable::start_health`] inside a runtime to start
-    /// active checks.
+    /// A table serving `pools`. Active checks are `health::Monitor`'s, started by the owner.
     pub fn new(pools: Pools) -> PoolTable {
         PoolTable {
             current: ArcSwap::from_pointee(pools),
-            monitor: std::sync::Mutex::new(None),
         }
     }
 
@@ -363,24 +360,17 @@ impl PoolTable {
         self.current.load_full()
     }
 
-    /// Starts (or restarts) active checks and ejection expiry for the current generation.
-    pub fn start_health(&self) {
-        let monitor = crate::health::Monitor::start(&self.current());
-        *self.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
-    }
-
     /// Replaces the pools with those of `config`, keeping the live state, health and
     /// connections of every endpoint that stays. In-flight requests finish on the generation
-    /// they started with.
-    pub fn reload(&self, config: &Config) -> Result<(), PoolError> {
+    /// they started with. (`Running::reload_pools` also restarts the health monitor.)
+    pub(crate) fn reload(&self, config: &Config) -> Result<(), PoolError> {
         let next = Pools::new(config, Some(&self.current()))?;
         self.current.store(Arc::new(next));
-        self.start_health();
         Ok(())
     }
 }
 
-impl crate::policy::Upstreams for PoolTable {
+impl super::Upstreams for PoolTable {
     fn pick(
         &self,
         pool: Option<&str>,
@@ -394,7 +384,7 @@ impl crate::policy::Upstreams for PoolTable {
         Some(pool.endpoints[i].address.clone())
     }
 
-    fn endpoints(&self, pool: &str) -> Option<Vec<crate::policy::EndpointInfo>> {
+    fn endpoints(&self, pool: &str) -> Option<Vec<super::EndpointInfo>> {
         let pools = self.load();
         let pool = pools.get(Some(pool))?;
         let now = balance::now();
