@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 mod signals;
 pub mod upstream;
+pub mod worker;
 
 pub use signals::StopSignals;
 
@@ -49,7 +50,8 @@ pub enum StartError {
     Policy(#[from] policy::LoadError),
 }
 
-/// A started proxy. Dropping it does not stop it; call [`Running::shutdown`].
+/// A started proxy. Dropping it stops accepting (and in per-core mode ends the workers with
+/// their connections); [`Running::shutdown`] lets in-flight requests finish first.
 pub struct Running {
     /// Bound address of each listener, in config order, with its name.
     pub listeners: Vec<(String, SocketAddr)>,
@@ -65,6 +67,9 @@ pub struct Running {
     health: std::sync::Mutex<health::Monitor>,
     cache: Option<Arc<cache::Cache>>,
     _policy_watcher: Option<notify::RecommendedWatcher>,
+    accepted: Arc<listener::Accepted>,
+    /// Per-core mode's worker threads (declared last: they stop after the rest is dropped).
+    _workers: Option<listener::workers::Workers>,
 }
 
 /// How a shutdown went.
@@ -102,8 +107,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = mpsc::channel(1);
 
+    // Per-core mode: every listener gets one SO_REUSEPORT socket per worker.
+    let workers = match config.runtime.mode {
+        config::RuntimeMode::PerCore => config.runtime.workers,
+        config::RuntimeMode::Shared => 0,
+    };
     let mut resolvers = Vec::new();
     let mut bound = Vec::new();
+    let mut per_worker: Vec<Vec<listener::workers::Bound>> =
+        (0..workers).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
     for l in &config.listeners {
         let acceptor = match &l.tls {
@@ -116,18 +128,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 ))
             }
         };
-        let tcp = listener::bind(l.address).map_err(|source| StartError::Bind {
+        let bind_err = |source| StartError::Bind {
             what: format!("listener \"{}\"", l.name),
             address: l.address,
             source,
-        })?;
-        let local = tcp.local_addr().map_err(|source| StartError::Bind {
-            what: format!("listener \"{}\"", l.name),
-            address: l.address,
-            source,
-        })?;
-        addrs.push((l.name.clone(), local));
-        bound.push(Listener::new(l, tcp, acceptor));
+        };
+        if workers == 0 {
+            let tcp = listener::bind(l.address).map_err(bind_err)?;
+            addrs.push((l.name.clone(), tcp.local_addr().map_err(bind_err)?));
+            bound.push(Listener::new(l, tcp, acceptor));
+            continue;
+        }
+        // The first socket settles the port (the config may say 0); the others share it.
+        let mut address = l.address;
+        for sockets in &mut per_worker {
+            let socket = listener::bind_socket(address, true).map_err(bind_err)?;
+            address = socket.local_addr().map_err(bind_err)?;
+            sockets.push(listener::workers::Bound {
+                name: l.name.as_str().into(),
+                socket,
+                tls: acceptor.clone(),
+            });
+        }
+        addrs.push((l.name.clone(), address));
     }
 
     let admin_addr = match &config.admin {
@@ -159,13 +182,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.limits,
         shutdown_rx,
         drain_tx.clone(),
+        workers,
     ));
     for l in bound {
-        tracing::info!(listener = %l.name, address = %l.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            tls = l.tls.is_some(), "listening");
         tokio::spawn(l.run(shared.clone()));
     }
-    drop(shared);
+    let threads = workers;
+    let workers = match threads {
+        0 => None,
+        n => Some(
+            listener::workers::start(per_worker, shared.clone())
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: format!("{n} per-core workers"),
+                    address: addrs.first().map_or(([0, 0, 0, 0], 0).into(), |a| a.1),
+                    source,
+                })?,
+        ),
+    };
+    for (name, address) in &addrs {
+        tracing::info!(listener = %name, %address, workers = threads, "listening");
+    }
 
     Ok(Running {
         listeners: addrs,
@@ -180,6 +217,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         pools,
         health,
         cache,
+        accepted: shared.accepted.clone(),
+        _workers: workers,
     })
 }
 
@@ -215,6 +254,12 @@ impl Running {
         let next = health::Monitor::start(&self.pools.current());
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())
+    }
+
+    /// Connections accepted so far: one figure per worker in per-core mode, one in all for
+    /// the shared runtime.
+    pub fn accepted(&self) -> Vec<u64> {
+        self.accepted.snapshot()
     }
 
     /// The HTTP cache, when `[cache]` is configured. It lives as long as the process: a

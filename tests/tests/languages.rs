@@ -38,6 +38,9 @@ fn load(path: &Path) -> sluice::policy::local::LocalPolicy {
     let config = sluice::config::PolicyConfig {
         // What the interpreters need (see guest-sdk/*/README.md and bench/RESULTS.md).
         memory: 256 << 20,
+        // The corpus checks decisions, not speed: a first call into an interpreter on a
+        // machine busy with the rest of the suite can take longer than the 5 ms default.
+        deadline: std::time::Duration::from_secs(2),
         ..Default::default()
     };
     sluice::policy::local::LocalPolicy::load(&bytes, &config, None)

@@ -33,6 +33,7 @@ pub struct Config {
     pub log: LogConfig,
     pub policy: PolicyConfig,
     pub cache: Option<CacheConfig>,
+    pub runtime: RuntimeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +254,33 @@ pub struct AdminConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How connections are spread over threads (`[runtime]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    pub mode: RuntimeMode,
+    /// Worker threads of `per-core` mode; by default one per CPU this process may use.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeMode {
+    /// One single-threaded event loop per worker thread, each with its own `SO_REUSEPORT`
+    /// accept socket per listener and its own idle upstream connections: a connection and
+    /// everything it does stay on one thread, as with nginx's worker processes.
+    PerCore,
+    /// One work-stealing tokio runtime that every connection shares.
+    Shared,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            mode: RuntimeMode::PerCore,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,15 @@ pub struct RawConfig {
     pub log: RawLog,
     pub policy: Option<RawPolicy>,
     pub cache: Option<RawCache>,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub mode: Option<String>,
+    pub workers: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -235,6 +235,33 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
 
     let cache = raw.cache.map(|c| cache(c, cx)).transpose()?;
 
+    let dr = RuntimeConfig::default();
+    let mode = match raw.runtime.mode.as_deref() {
+        None => dr.mode,
+        Some("per-core") => RuntimeMode::PerCore,
+        Some("shared") => RuntimeMode::Shared,
+        Some(other) => {
+            return Err(cx.err(
+                "runtime.mode",
+                format!("\"{other}\" is not one of \"per-core\", \"shared\""),
+            ));
+        }
+    };
+    let workers = match raw.runtime.workers {
+        None => dr.workers,
+        Some(n) if (1..=256).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(cx.err("runtime.workers", format!("{n} is out of range 1..=256")));
+        }
+    };
+    if raw.runtime.workers.is_some() && mode == RuntimeMode::Shared {
+        return Err(cx.err(
+            "runtime.workers",
+            "applies to mode = \"per-core\" only (a shared runtime uses every CPU)",
+        ));
+    }
+    let runtime = RuntimeConfig { mode, workers };
+
     Ok(Config {
         listeners,
         pools,
@@ -245,6 +272,7 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         log,
         policy,
         cache,
+        runtime,
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod reload;
 pub mod tls;
+pub mod workers;
 
 pub use crate::activity::{Activity, RequestGuard, Verdict};
 
@@ -20,22 +21,35 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+/// The accept queue of every listening socket.
+const BACKLOG: u32 = 4096;
+
 /// Binds a listening socket with SO_REUSEADDR and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_socket(addr, false)?.listen(BACKLOG)
+}
+
+/// A socket bound to `addr` with SO_REUSEADDR, and SO_REUSEPORT when several sockets (one per
+/// worker) are to share the address; not yet listening.
+pub fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
-    socket.listen(4096)
+    Ok(socket)
 }
 
 /// What every connection of every listener shares.
@@ -48,6 +62,7 @@ pub struct Shared {
     rejecting: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub drain: mpsc::Sender<()>,
+    pub accepted: Arc<Accepted>,
     builders: Builders,
 }
 
@@ -102,6 +117,7 @@ impl Shared {
         limits: Limits,
         shutdown: watch::Receiver<bool>,
         drain: mpsc::Sender<()>,
+        workers: usize,
     ) -> Self {
         Shared {
             proxy,
@@ -110,7 +126,28 @@ impl Shared {
             rejecting: Arc::new(Semaphore::new(1024)),
             shutdown,
             drain,
+            accepted: Arc::new(Accepted((0..=workers).map(|_| AtomicU64::new(0)).collect())),
             builders: Builders::new(&limits),
+        }
+    }
+}
+
+/// Connections accepted, per worker slot (`crate::worker`; slot 0 is the shared runtime).
+pub struct Accepted(Box<[AtomicU64]>);
+
+impl Accepted {
+    fn count(&self) {
+        if let Some(n) = self.0.get(crate::worker::slot()) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One figure per worker in per-core mode; one in all for the shared runtime.
+    pub fn snapshot(&self) -> Vec<u64> {
+        let counts = self.0.iter().map(|a| a.load(Ordering::Relaxed));
+        match self.0.len() {
+            1 => counts.collect(),
+            _ => counts.skip(1).collect(),
         }
     }
 }
@@ -148,6 +185,7 @@ impl Listener {
                     continue;
                 }
             };
+            shared.accepted.count();
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
                 reject_overloaded(stream, self.tls.is_some(), &shared);
                 continue;

@@ -246,16 +246,20 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle HTTP/1.1 connections of one endpoint, most recently used on top.
+/// Idle HTTP/1.1 connections of one endpoint, most recently used on top, one stack per worker
+/// slot (`crate::worker`): a connection's socket is registered with the reactor of the worker
+/// that dialled it, so only that worker's requests reuse it (another worker would wait on a
+/// foreign event loop for every readiness event). `max_idle` applies per worker, as nginx's
+/// `keepalive` does per worker process.
 pub struct H1Pool {
-    idle: Mutex<VecDeque<Idle>>,
+    idle: Mutex<Vec<VecDeque<Idle>>>,
     limits: IdleLimits,
 }
 
 impl H1Pool {
     fn new(limits: IdleLimits) -> Arc<H1Pool> {
         let pool = Arc::new(H1Pool {
-            idle: Mutex::new(VecDeque::new()),
+            idle: Mutex::new(Vec::new()),
             limits,
         });
         // Close connections idle for longer than the timeout even when no traffic comes by.
@@ -267,11 +271,13 @@ impl H1Pool {
     }
 
     fn checkout(&self) -> Option<H1> {
+        let slot = crate::worker::slot();
         loop {
             let mut c = self
                 .idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .get_mut(slot)?
                 .pop_back()?;
             // Outside the lock: this may read (an EOF) and close.
             c.h1.drive_now();
@@ -282,7 +288,12 @@ impl H1Pool {
     }
 
     fn put(&self, h1: H1) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = crate::worker::slot();
+        let mut stacks = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if stacks.len() <= slot {
+            stacks.resize_with(slot + 1, VecDeque::new);
+        }
+        let idle = &mut stacks[slot];
         if idle.len() >= self.limits.max_idle {
             // Keep the warm ones: drop the least recently used.
             idle.pop_front();
@@ -296,12 +307,14 @@ impl H1Pool {
     }
 
     fn expire(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stacks = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.limits.idle_timeout;
-        idle.retain_mut(|c| {
-            c.h1.drive_now();
-            c.h1.reusable() && c.since.elapsed() < timeout
-        });
+        for idle in stacks.iter_mut() {
+            idle.retain_mut(|c| {
+                c.h1.drive_now();
+                c.h1.reusable() && c.since.elapsed() < timeout
+            });
+        }
     }
 }
 
