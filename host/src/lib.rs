@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod alloc_count;
 pub mod balance;
 pub mod build;
 pub mod cache;

@@ -7,8 +7,14 @@ use std::process::ExitCode;
 
 // mimalloc instead of glibc malloc: a proxy allocates and frees many small buffers per request
 // across threads, where glibc's arena locking and consolidation showed up in profiles.
+#[cfg(not(feature = "count-allocs"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// Bench builds that count allocations per request (`GET /stats`); see alloc_count.rs.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static GLOBAL: sluice::alloc_count::Counting<mimalloc::MiMalloc> =
+    sluice::alloc_count::Counting(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

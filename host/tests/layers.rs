@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules of the crate, bottom first. A module may use only those in lower layers.
 /// `ROOT` (`lib.rs`: `start`, `Running`, ...) sits above everything but the last layer.
 const CRATE_LAYERS: &[&[&str]] = &[
-    &["activity", "balance", "worker"],
+    &["activity", "alloc_count", "balance", "worker"],
     &["config"],
     &["cache", "logging", "upstream"],
     &["health", "policy"],

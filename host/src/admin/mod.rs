@@ -144,9 +144,15 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             Ok(info) => ok_json(&info),
             Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
         },
-        (&Method::GET, "/stats") => ok_json(&serde_json::json!({
-            "cache": state.cache.as_ref().map(|c| c.stats_json()),
-        })),
+        (&Method::GET, "/stats") => {
+            let mut stats = serde_json::json!({
+                "cache": state.cache.as_ref().map(|c| c.stats_json()),
+            });
+            if let Some((count, bytes)) = crate::alloc_count::snapshot() {
+                stats["allocations"] = serde_json::json!({ "count": count, "bytes": bytes });
+            }
+            ok_json(&stats)
+        }
         (&Method::POST, "/cache/purge") => {
             let Some(cache) = &state.cache else {
                 return error(StatusCode::NOT_FOUND, "no cache configured");
