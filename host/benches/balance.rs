@@ -1,4 +1,4 @@
-//! Pick cost of every load-balancing algorithm (`sluice::balance`) with 3, 30 and 300
+//! Pick cost of every load-balancing algorithm (`sluice::balance`) with 3, 30, 300 and 3000
 //! endpoints: all healthy, weights 1..=5, nothing in flight, one `Set` and `Balancers` per
 //! case. Keyed algorithms get a different pre-generated random key (ring hash, Maglev) or
 //! client address (`ip_hash`) on each pick, so lookups are not always the same cache lines.
@@ -6,7 +6,8 @@
 //! `cargo bench -p sluice --bench balance` (about a minute; add `-- --quick` for less).
 //! Expected shape: Maglev O(1), ring hash and weighted random O(log n), round robin and the
 //! power-of-two-choices algorithms O(1), least connections and smooth weighted round robin
-//! O(n) (full scans, as in nginx).
+//! O(n) up to 64 endpoints (full scans, as in nginx), then O(1) (two choices) and O(log n)
+//! (earliest deadline first).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,7 +48,7 @@ fn pick_cost(c: &mut Criterion) {
         .collect();
     let t = now();
     for alg in Algorithm::ALL {
-        for n in [3, 30, 300] {
+        for n in [3, 30, 300, 3000] {
             let set = pool(alg, n);
             let balancers = Balancers::new(&set);
             let mut rng = fastrand::Rng::with_seed(1);

@@ -10,11 +10,16 @@
 //! wins, so equal endpoints share an idle pool in turn, whatever their weights.
 //!
 //! Cost: O(n) per pick, a full scan of the pool, like nginx; one atomic increment, no lock,
-//! no allocation. Prefer `least_request` (two random choices, O(1)) for large pools.
+//! no allocation. Pools of more than [`SCAN_LIMIT`] endpoints fall back to the power of two
+//! choices over the same ratio (`least_request`'s pick, O(1)): the scan's exact minimum would
+//! cost microseconds per request there, and two random choices keep the most loaded endpoint
+//! within O(log log n) of the mean (see least_request.rs).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::common::{effective_weight, next_index};
+use super::least_request::LeastRequest;
+use super::smooth_wrr::SCAN_LIMIT;
 use super::{Balance, Ctx, Set};
 
 /// Weighted least connections; see the module documentation.
@@ -35,6 +40,9 @@ impl Balance for LeastConnections {
         let n = set.len();
         if n == 0 {
             return None;
+        }
+        if n > SCAN_LIMIT {
+            return LeastRequest.pick(set, cx);
         }
         let mut i = self.start.fetch_add(1, Ordering::Relaxed) % n;
         // (index, in-flight, effective weight) of the best endpoint so far.

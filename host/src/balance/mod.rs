@@ -52,9 +52,11 @@ pub fn now() -> Nanos {
 pub enum Algorithm {
     /// Each eligible endpoint in turn, ignoring weights.
     RoundRobin,
-    /// nginx's smooth weighted round robin (weights 5,1,1 give a a b a c a a).
+    /// nginx's smooth weighted round robin (weights 5,1,1 give a a b a c a a); earliest deadline
+    /// first above 64 endpoints (same proportions, O(log n)).
     WeightedRoundRobin,
-    /// Fewest in-flight requests relative to weight (a full scan, like nginx `least_conn`).
+    /// Fewest in-flight requests relative to weight (a full scan, like nginx `least_conn`; two
+    /// random choices above 64 endpoints).
     LeastConnections,
     /// Power of two choices: two random eligible endpoints, the one with fewer in-flight
     /// requests relative to weight wins.

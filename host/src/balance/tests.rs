@@ -213,6 +213,81 @@ fn smooth_wrr_skips_ineligible_and_keeps_proportions() {
     assert!(max < 0.1, "{counts:?}");
 }
 
+/// Weights 1..=5 over `n` endpoints (the bench's pools).
+fn large_weights(n: usize) -> Vec<u32> {
+    (0..n).map(|i| 1 + (i % 5) as u32).collect()
+}
+
+#[test]
+fn large_pool_wrr_is_edf_with_exact_proportions_and_spread_turns() {
+    let weights = large_weights(smooth_wrr::SCAN_LIMIT * 2);
+    let total: usize = weights.iter().map(|&w| w as usize).sum();
+    let mut sim = Sim::new(Algorithm::WeightedRoundRobin, &weights, Options::default());
+    let mut last = vec![None; weights.len()];
+    let mut max_gap = vec![0usize; weights.len()];
+    let mut counts = vec![0u32; weights.len()];
+    for k in 0..total * 20 {
+        let i = sim.pick(T0).expect("an endpoint");
+        counts[i] += 1;
+        if let Some(prev) = last[i] {
+            max_gap[i] = max_gap[i].max(k - prev);
+        }
+        last[i] = Some(k);
+        if k + 1 == total {
+            // One cycle from the start: exactly `weight` turns each.
+            assert_eq!(counts, weights, "first cycle");
+        }
+    }
+    let expected: Vec<u32> = weights.iter().map(|w| w * 20).collect();
+    assert_eq!(counts, expected, "20 cycles");
+    for (i, &w) in weights.iter().enumerate() {
+        // Evenly spaced: never twice the mean interval between two turns.
+        assert!(
+            max_gap[i] <= 2 * total / w as usize,
+            "endpoint {i} (weight {w}): gap {}",
+            max_gap[i]
+        );
+    }
+}
+
+#[test]
+fn large_pool_wrr_brings_an_endpoint_back_without_a_burst() {
+    let weights = large_weights(smooth_wrr::SCAN_LIMIT * 2);
+    let total: usize = weights.iter().map(|&w| w as usize).sum();
+    let mut sim = Sim::new(Algorithm::WeightedRoundRobin, &weights, Options::default());
+    sim.set_flag(0, DOWN, true, T0);
+    for _ in 0..total * 10 {
+        assert_ne!(sim.pick(T0), Some(0));
+    }
+    sim.set_flag(0, DOWN, false, T0);
+    let back = (0..total).filter(|_| sim.pick(T0) == Some(0)).count();
+    // Weight 1: one turn per cycle, not the ten it missed.
+    assert!(
+        (1..=2).contains(&back),
+        "{back} turns in the first cycle back"
+    );
+    // A retry's exclusion is honoured.
+    let first = sim.pick(T0).expect("an endpoint");
+    assert_ne!(sim.pick_with(T0, None, None, &[first + 1]), Some(first + 1));
+}
+
+#[test]
+fn large_pool_least_connections_uses_two_choices() {
+    let n = smooth_wrr::SCAN_LIMIT * 2;
+    let mut sim = Sim::new(Algorithm::LeastConnections, &vec![1; n], Options::default());
+    // The first half busy (3 in flight each), the second half idle.
+    let _busy: Vec<_> = (0..n / 2)
+        .flat_map(|i| (0..3).map(move |_| i))
+        .map(|i| sim.set.acquire(i).expect("no limit"))
+        .collect();
+    let picks = 4_000;
+    let on_busy = (0..picks).filter(|_| sim.pick(T0).unwrap() < n / 2).count();
+    // Two random choices land both on busy endpoints about 1 time in 4 (a scan: never;
+    // one random choice: 1 in 2).
+    let share = on_busy as f64 / picks as f64;
+    assert!((0.15..0.35).contains(&share), "{share}");
+}
+
 #[test]
 fn round_robin_cycles_through_eligible() {
     let mut sim = Sim::new(Algorithm::RoundRobin, &[1, 5, 2, 1], Options::default());
