@@ -107,6 +107,19 @@ cpu_ticks() { # "utime stime" (fields 14, 15; all threads) summed over the PIDs 
   done
   echo "$u $s"
 }
+ctx_switches() { # PIDs -> voluntary + involuntary context switches of all their threads so far
+  # (/proc/PID/task/*/status). A thread that ended in between is not counted; the proxies
+  # keep theirs for their life.
+  local p f n=0 k v
+  for p in "$@"; do
+    for f in /proc/"$p"/task/*/status; do
+      while read -r k v; do
+        case $k in voluntary_ctxt_switches: | nonvoluntary_ctxt_switches:) n=$((n + v)) ;; esac
+      done <"$f" 2>/dev/null || true
+    done
+  done
+  echo "$n"
+}
 nginx_status() { # port field -> one counter of the origin's stub_status: 1 accepts, 3 requests
   curl -s --max-time 2 "http://127.0.0.1:$1/_status" | awk -v f="$2" 'NR==3{print $f}'
 }

@@ -15,7 +15,10 @@
 #      table of the cached sluice targets, default capacity = "256MiB"), BASE_CACHE (hit: nginx
 #      and HAProxy cache /hit/ only; all: every path), QUIET_PCT (5), KEEP_TMP=1,
 #      SLUICE_EXTRA (TOML appended to every sluice config), SLUICE_POOL_EXTRA (keys added to
-#      sluice's pool table, e.g. 'retries = 0').
+#      sluice's pool table, e.g. 'retries = 0'), PROFILE (after the timed rounds, one untimed
+#      run per target and word: "strace" = syscalls per request (strace -c -f), "perf" = hot
+#      symbols (perf record -g), "allocs" = allocations per request from GET /stats of a
+#      sluice built with --features count-allocs), PROFILE_S (5), PROFILE_SCENARIO (small).
 # Output: markdown tables on stdout and in bench/out/<stamp>/results.md, raw
 #         per-run figures in bench/out/<stamp>/runs.csv, configs and process logs alongside.
 # shellcheck source-path=SCRIPTDIR
@@ -37,6 +40,11 @@ SLUICE_BIN_B=${SLUICE_BIN_B:-}
 SLUICE_CACHE=${SLUICE_CACHE-$'[cache]\ncapacity = "256MiB"'}
 BASE_CACHE=${BASE_CACHE:-hit}
 QUIET_PCT=${QUIET_PCT:-5}
+PROFILE=${PROFILE:-}; PROFILE_S=${PROFILE_S:-5}; PROFILE_SCENARIO=${PROFILE_SCENARIO:-small}
+for w in $PROFILE; do
+  [[ $w =~ ^(strace|perf|allocs)$ ]] || { echo "PROFILE words: strace perf allocs" >&2; exit 2; }
+done
+[[ $PROFILE_SCENARIO =~ ^(small|16k|newconn|hit)$ ]] || { echo "PROFILE_SCENARIO: small 16k newconn hit" >&2; exit 2; }
 [[ $DUR_S =~ ^[0-9]+$ && $WARMUP =~ ^[0-9]+$ && $ROUNDS =~ ^[0-9]+$ ]] \
   || { echo "DURATION/WARMUP/ROUNDS must be whole numbers" >&2; exit 2; }
 [[ $QUIET_PCT =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "QUIET_PCT must be a number" >&2; exit 2; }
@@ -98,9 +106,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------ ports, cert, files
-read -r -a ports < <(free_ports $((1 + 2 * ${#PLIST[@]})))
+read -r -a ports < <(free_ports $((1 + 3 * ${#PLIST[@]})))
 PORT[direct]=${ports[0]}
-for i in "${!PLIST[@]}"; do PORT[${PLIST[i]}]=${ports[1 + 2 * i]}; PORTS[${PLIST[i]}]=${ports[2 + 2 * i]}; done
+declare -A PORTA=()   # sluice's admin listener (GET /stats for PROFILE=allocs)
+for i in "${!PLIST[@]}"; do
+  PORT[${PLIST[i]}]=${ports[1 + 3 * i]}; PORTS[${PLIST[i]}]=${ports[2 + 3 * i]}; PORTA[${PLIST[i]}]=${ports[3 + 3 * i]}
+done
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -213,6 +224,9 @@ ${SLUICE_POOL_EXTRA:-}
 [proxy]
 default_pool = "origin"
 
+[admin]
+address = "127.0.0.1:${PORTA[$t]}"
+
 [log]
 level = "warn"
 access_log = false
@@ -315,7 +329,7 @@ CLK_TCK=$(getconf CLK_TCK)
 #   and it sees short-lived processes through their parents' cutime (see proc_others).
 
 # ------------------------------------------------------------------ load runs
-echo "round,scenario,target,load,requests,duration_s,rps,p50_us,p99_us,errors,non2xx,proxy_utime_ticks,proxy_stime_ticks,proxy_cpu_us_per_req,proxy_user_us_per_req,origin_cpu_us_per_req,origin_conns,origin_requests,loadavg1,others_pct_core,steal_pct_core,quiet,loadgen_ticks,window_s,others_stat_pct_core,others_scans" >"$CSV"
+echo "round,scenario,target,load,requests,duration_s,rps,p50_us,p99_us,errors,non2xx,proxy_utime_ticks,proxy_stime_ticks,proxy_cpu_us_per_req,proxy_user_us_per_req,origin_cpu_us_per_req,origin_conns,origin_requests,loadavg1,others_pct_core,steal_pct_core,quiet,loadgen_ticks,window_s,others_stat_pct_core,others_scans,proxy_csw_per_req" >"$CSV"
 
 run_one() { # round scenario target
   local round=$1 scen=$2 t=$3 http="http://127.0.0.1:${PORT[$3]}" https="https://127.0.0.1:${PORTS[$3]:-0}"
@@ -337,7 +351,7 @@ run_one() { # round scenario target
   fi
   local pids origin_pids u0 s0 u1 s1 ou0 os0 ou1 os1 out="$WORK/load.out"
   mapfile -t pids < <(tree_pids "${PID[$t]}"); mapfile -t origin_pids < <(tree_pids "${PID[direct]}")
-  local busy=0 a0 a1 r0 r1 la b0 b1 st0 st1 up0 up1 lg o0 o1 sc
+  local busy=0 a0 a1 r0 r1 la b0 b1 st0 st1 up0 up1 lg o0 o1 sc cs0 cs1
   if build_running; then busy=1; fi
   read -r la _ </proc/loadavg
   # The origin's status requests stay outside the measured window (and are subtracted:
@@ -346,7 +360,9 @@ run_one() { # round scenario target
   proc_others $$; o0=$OTHERS_TICKS sc=$OTHERS_SCANS   # in this shell, no fork; its tree is excluded
   sys_cpu; b0=$SYS_BUSY st0=$SYS_STEAL up0=$SYS_UP
   read -r u0 s0 < <(cpu_ticks "${pids[@]}"); read -r ou0 os0 < <(cpu_ticks "${origin_pids[@]}")
+  cs0=$(ctx_switches "${pids[@]}")
   lg=$(run_timed "$out" "${cmd[@]}" | times_ticks "$CLK_TCK")
+  cs1=$(ctx_switches "${pids[@]}")
   read -r u1 s1 < <(cpu_ticks "${pids[@]}"); read -r ou1 os1 < <(cpu_ticks "${origin_pids[@]}")
   sys_cpu; b1=$SYS_BUSY st1=$SYS_STEAL up1=$SYS_UP
   proc_others $$; o1=$OTHERS_TICKS; ((OTHERS_SCANS > sc)) && sc=$OTHERS_SCANS
@@ -372,13 +388,13 @@ run_one() { # round scenario target
   awk -v r="$round" -v s="$scen" -v t="$t" -v l="$load" -v n="$req" -v d="$dur" -v p50="$p50" -v p99="$p99" \
       -v e="$err" -v x="$non2xx" -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dox=$((ou1 + os1 - ou0 - os0)) \
       -v oc=$((a1 - a0 - 3)) -v orq=$((r1 - r0 - 1)) -v hz="$CLK_TCK" -v la="$la" -v db=$((b1 - b0)) \
-      -v dst=$((st1 - st0)) -v lg="$lg" -v up0="$up0" -v up1="$up1" -v q="$QUIET_PCT" -v dot=$((o1 - o0)) -v sc="$sc" 'BEGIN {
+      -v dst=$((st1 - st0)) -v lg="$lg" -v up0="$up0" -v up1="$up1" -v q="$QUIET_PCT" -v dot=$((o1 - o0)) -v sc="$sc" -v csw=$((cs1 - cs0)) 'BEGIN {
     us = 1e6 / hz; nn = (n > 0 ? n : 1); own = (t == "direct" ? 0 : 1)   # direct: the origin is the target
     w = up1 - up0; if (w <= 0) w = 0.01
     ostat = (db - own * (du + ds) - dox - lg) / hz / w * 100; others = dot / hz / w * 100
-    printf "%s,%s,%s,%s,%d,%s,%.1f,%d,%d,%d,%d,%d,%d,%.2f,%.2f,%.2f,%d,%d,%s,%.1f,%.1f,%d,%d,%.2f,%.1f,%d\n", r, s, t, l, n, d, (d > 0 ? n / d : 0), p50, p99, e, x,
+    printf "%s,%s,%s,%s,%d,%s,%.1f,%d,%d,%d,%d,%d,%d,%.2f,%.2f,%.2f,%d,%d,%s,%.1f,%.1f,%d,%d,%.2f,%.1f,%d,%.3f\n", r, s, t, l, n, d, (d > 0 ? n / d : 0), p50, p99, e, x,
       du, ds, own * (du + ds) * us / nn, own * du * us / nn, dox * us / nn, oc, orq,
-      la, others, dst / hz / w * 100, (others < q && ostat < q ? 1 : 0), lg, w, ostat, sc }' >>"$CSV"
+      la, others, dst / hz / w * 100, (others < q && ostat < q ? 1 : 0), lg, w, ostat, sc, own * csw / nn }' >>"$CSV"
   log "$(tail -1 "$CSV" | awk -F, '{printf "r%s %-8s %-14s %9.0f req/s  p50 %6dus  p99 %7dus  err %d/%d  cpu %6.2fus/req (usr %5.2f)  origin %6.2fus/req %6d conns %7d reqs  others %5.1f%% (stat %5.1f%%) load %s", $1,$2,$3,$7,$8,$9,$10,$11,$14,$15,$16,$17,$18,$20,$25,$19}')"
   if [[ $(tail -1 "$CSV" | cut -d, -f22) != 1 ]]; then
     NOT_QUIET=$((NOT_QUIET + 1)); log "WARNING: not quiet: other processes used ≥ ${QUIET_PCT} % of a core during this run"
@@ -414,6 +430,87 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for t in "${order_s[@]}"; do run_one "$round" "$s" "$t"; sleep "$PAUSE"; done
   done
 done
+
+# --------------------------------------------------------------------- profile
+# Untimed: strace and perf slow the proxy down, so these runs only count (syscalls, samples,
+# allocations) per request; their CPU figures are not kept. One run per target and word.
+declare -A PROF=()
+prof_url() { # target -> the URL of PROFILE_SCENARIO
+  local path
+  case $PROFILE_SCENARIO in small | newconn) path=/small ;; 16k) path=/16k ;; hit) path=/hit/small ;; esac
+  echo "http://127.0.0.1:${PORT[$1]}$path"
+}
+prof_wrk() { # target -> requests completed by a bounded wrk run of PROFILE_SCENARIO
+  local extra=() res; [[ $PROFILE_SCENARIO == newconn ]] && extra=(-H "Connection: close")
+  res=$(timeout $((PROFILE_S + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${PROFILE_S}s" "${extra[@]}" --timeout 5s \
+        -s "$BENCH_DIR/wrk-report.lua" "$(prof_url "$1")" 2>&1 | grep '^WRKRESULT') || { echo 0; return; }
+  awk '{print $2}' <<<"$res"
+}
+stats_allocs() { # target -> "count bytes" from sluice's GET /stats, or nothing
+  curl -s --max-time 2 "http://127.0.0.1:${PORTA[$1]}/stats" \
+    | python3 -c 'import json,sys; a=json.load(sys.stdin).get("allocations"); print(a["count"], a["bytes"]) if a else None' 2>/dev/null || true
+}
+profile_one() { # target word
+  local t=$1 w=$2 pids list n sp out="$OUT/profile-$1-$2.txt" a0 a1 b0 b1 k
+  mapfile -t pids < <(tree_pids "${PID[$t]}"); list=$(IFS=,; echo "${pids[*]}")
+  case $w in
+    strace)
+      strace -c -f -q -o "$out" -p "$list" & sp=$!
+      sleep 1   # strace attaches to every thread before the load starts
+      n=$(prof_wrk "$t"); kill -INT "$sp" 2>/dev/null; wait "$sp" 2>/dev/null || true
+      PROF[$t,$w]=$(awk -v n="$n" '$NF == "total" {printf "%.1f", (n > 0 ? $4 / n : 0)}' "$out")
+      PROF[$t,$w-top]=$(awk -v n="$n" 'NR > 2 && $NF != "total" && $1 ~ /^[0-9.]+$/ && n > 0 {printf "%s %.2f, ", $NF, $4 / n}' "$out" | cut -d, -f1-5)
+      ;;
+    perf)
+      perf record -q -F 999 -g -o "$WORK/perf-$t.data" -p "$list" -- sleep $((PROFILE_S + 1)) >/dev/null 2>&1 & sp=$!
+      n=$(prof_wrk "$t"); wait "$sp" 2>/dev/null || true
+      perf report -i "$WORK/perf-$t.data" --no-children --sort dso,symbol --stdio -g none \
+        --percent-limit 0.5 2>/dev/null | grep -v '^$' >"$out" || true
+      # The kernel's share of all samples, and the three hottest user-space symbols.
+      k=$(perf report -i "$WORK/perf-$t.data" --no-children --sort dso --stdio 2>/dev/null \
+          | awk '$2 == "[kernel.kallsyms]" {print $1}')
+      PROF[$t,$w]=$(awk -v k="${k:-?}" '$1 ~ /%$/ && $2 != "[kernel.kallsyms]" && u++ < 3 { top = top sprintf("; %s %s %s", $2, $4, $1) }
+        END { printf "kernel %s of samples%s", k, top }' "$out")
+      ;;
+    allocs)
+      read -r a0 b0 <<<"$(stats_allocs "$t")"
+      if [[ -z ${a0:-} ]]; then PROF[$t,$w]="n/a (not a count-allocs build)"; return; fi
+      n=$(prof_wrk "$t"); read -r a1 b1 <<<"$(stats_allocs "$t")"
+      PROF[$t,$w]=$(awk -v n="$n" -v a=$((a1 - a0)) -v b=$((b1 - b0)) 'BEGIN {printf "%.1f allocations, %.0f bytes", a / n, b / n}')
+      echo "requests $n allocations $((a1 - a0)) bytes $((b1 - b0))" >"$out"
+      ;;
+  esac
+  log "profile $t $w ($PROFILE_SCENARIO, $n requests): ${PROF[$t,$w]} ${PROF[$t,$w-top]:-}"
+}
+for w in $PROFILE; do
+  if [[ $w == strace ]]; then ensure_cmds strace:strace; fi
+  if [[ $w == perf ]]; then ensure_cmds perf:linux-perf; fi
+  for t in "${TARGETS[@]}"; do
+    [[ $w == allocs && $t != sluice* ]] && continue
+    profile_one "$t" "$w"
+  done
+done
+prof_table() {
+  [[ -n $PROFILE ]] || return 0
+  local t w
+  echo "### Profile: $PROFILE_SCENARIO, untimed (\`PROFILE=\"$PROFILE\"\`, ${PROFILE_S}s per run)"
+  echo
+  echo "| proxy | $(for w in $PROFILE; do printf '%s | ' "$w"; done)"
+  echo "|---|$(for w in $PROFILE; do printf -- '---|'; done)"
+  for t in "${TARGETS[@]}"; do
+    printf '| %s |' "$t"
+    for w in $PROFILE; do
+      case $w in
+        strace) printf ' %s syscalls/req (%s) |' "${PROF[$t,$w]:-—}" "${PROF[$t,$w-top]:-}" ;;
+        *) printf ' %s |' "${PROF[$t,$w]:-—}" ;;
+      esac
+    done
+    echo
+  done
+  echo
+  echo "(files: profile-<proxy>-<word>.txt next to results.md)"
+  echo
+}
 
 # ---------------------------------------------------------------------- report
 bin_info() { # binary -> "path (built …, sha256 …)"
@@ -453,7 +550,8 @@ if [[ $(awk -v l="$LOADAVG1" 'BEGIN{print (l < 0.2)}') == 1 && $NOT_QUIET == 0 ]
   echo "- CPU µs/req = (utime+stime of all proxy processes after − before) / requests completed (${CLK_TCK} ticks/s)"
   echo "- medians over the quiet runs of each row when it has any (column quiet); ratios to nginx and to the best of nginx and HAProxy (req/s: max, CPU and p99: min; latency: added p50, min)"
   echo
-  python3 "$BENCH_DIR/summarise.py" table "$CSV"
+  if ((NRUNS > 0)); then python3 "$BENCH_DIR/summarise.py" table "$CSV"; fi
+  prof_table
   echo "Total runtime: $((SECONDS - T0)) s"
 } | tee "$OUT/results.md"
 log "raw figures: $CSV; tables: $OUT/results.md"

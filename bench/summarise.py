@@ -60,6 +60,7 @@ def table(path):
         reader = csv.DictReader(f)
         rows = list(reader)
         has_quiet = "quiet" in (reader.fieldnames or [])
+        has_csw = "proxy_csw_per_req" in (reader.fieldnames or [])
     # scenario -> target -> list of rows (one per round)
     by = OrderedDict()
     for r in rows:
@@ -74,7 +75,8 @@ def table(path):
             m = lambda k: statistics.median(float(r[k]) for r in use)
             med[t] = dict(
                 rps=m("rps"), p50=m("p50_us"), p99=m("p99_us"),
-                cpu=m("proxy_cpu_us_per_req"), ucpu=m("proxy_user_us_per_req"), ocpu=m("origin_cpu_us_per_req"), oconns=m("origin_conns"),
+                cpu=m("proxy_cpu_us_per_req"), ucpu=m("proxy_user_us_per_req"),
+                csw=m("proxy_csw_per_req") if has_csw else float("nan"), ocpu=m("origin_cpu_us_per_req"), oconns=m("origin_conns"),
                 err=sum(int(r["errors"]) for r in rs),
                 non2xx=sum(int(r["non2xx"]) for r in rs),
                 n=len(rs), nq=len(quiet), load=rs[0]["load"],
@@ -111,7 +113,7 @@ def table(path):
             head = ["proxy", "req/s", "p50", "added p50 vs direct", "p99", "CPU µs/req (user)", "origin CPU µs/req", "upstream conns opened", "errors / non-2xx"]
         else:
             head = ["proxy", "req/s", "p99", "CPU µs/req (user)", "origin CPU µs/req", "upstream conns opened", "errors / non-2xx"]
-        head += qcol + ratios
+        head += (["ctx switches/req"] if has_csw else []) + qcol + ratios
         out.append("| " + " | ".join(head) + " |")
         out.append("|---|" + "---:|" * (len(head) - 1))
         for t in order:
@@ -125,6 +127,8 @@ def table(path):
             else:
                 cells += [f"{v['ocpu']:.1f}", f"{v['oconns']:,.0f}"]
             cells += [f"{v['err']} / {v['non2xx']}"]
+            if has_csw:
+                cells += ["—" if t == "direct" else f"{v['csw']:.2f}"]
             if has_quiet:
                 cells += [f"{v['nq']}/{v['n']}"]
             for b in (base, best):
