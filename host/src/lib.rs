@@ -140,6 +140,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             bound.push(Listener::new(l, tcp, acceptor));
             continue;
         }
+        // SO_REUSEPORT would let us share the port with another process of this user (a
+        // second sluice started by mistake) and split its traffic silently: a plain bind
+        // first fails with "address in use" when anything listens there.
+        if l.address.port() != 0 {
+            drop(listener::bind_socket(l.address, false).map_err(bind_err)?);
+        }
         // The first socket settles the port (the config may say 0); the others share it.
         let mut address = l.address;
         for sockets in &mut per_worker {

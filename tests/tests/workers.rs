@@ -84,3 +84,23 @@ async fn shared_mode_serves_from_one_runtime() {
     assert_eq!(proxy.running.accepted(), vec![8]);
     assert_eq!(origin.hits(), 24);
 }
+
+#[tokio::test]
+async fn per_core_mode_refuses_a_port_another_proxy_listens_on() {
+    let origin = Origin::echo("a").await;
+    let first = ProxyBuilder::for_origin(&origin).start().await;
+    // A second proxy configured with the first one's port must not share it (SO_REUSEPORT
+    // would let it, splitting the traffic): it fails to start, and the first keeps serving.
+    let text = ProxyBuilder::for_origin(&origin)
+        .config_text()
+        .replace("127.0.0.1:0", &first.http.to_string());
+    let config = sluice_tests::sluice::config::Config::parse(&text, "(test)", ".".as_ref())
+        .expect("valid config");
+    let err = sluice_tests::sluice::start(config)
+        .await
+        .err()
+        .expect("the second proxy must not start");
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+    let mut c = h1(first.http).await;
+    assert_eq!(send(&mut c, get("/x", "example.test")).await.status(), 200);
+}
