@@ -3,6 +3,8 @@
 
   summarise.py percentiles H2LOAD_LOG   -> "p50_us p99_us" from h2load --log-file
   summarise.py table RUNS_CSV           -> markdown tables (medians over rounds)
+  summarise.py perf-groups REPORT       -> "group share; ..." of a `perf report --sort
+                                           dso,symbol` text: samples summed per component
 
 RUNS_CSV comes from run.sh or cache.sh; cache.sh's scenarios (cache-*) have an
 origin_requests column and get a table of their own shape.
@@ -149,7 +151,40 @@ def table(path):
     print("\n".join(out))
 
 
+# Component of a sample, by its shared object and symbol: the kernel, the allocator, libc's
+# memcpy/memmove, then Rust symbols by crate (the first path segment, generics stripped).
+def perf_group(dso, sym):
+    if dso == "[kernel.kallsyms]":
+        return "kernel"
+    if dso == "[vdso]":
+        return "vdso (clock_gettime)"
+    if sym.startswith(("mi_", "_mi_", "malloc", "free", "_int_malloc", "_int_free", "cfree")):
+        return "allocator"
+    if "memmove" in sym or "memcpy" in sym or "memset" in sym:
+        return "memcpy/memmove"
+    if dso.startswith("lib") and ".so" in dso:
+        return dso.split(".so")[0]
+    name = sym.lstrip("<").split("::")[0].split("<")[0].strip()
+    return name or "?"
+
+
+def perf_groups(path):
+    totals = {}
+    for line in open(path, errors="replace"):
+        parts = line.split()
+        if len(parts) < 4 or not parts[0].endswith("%"):
+            continue
+        while parts[-1] == "-":  # empty IPC columns
+            parts.pop()
+        share, dso, sym = float(parts[0][:-1]), parts[1], " ".join(parts[3:])
+        g = perf_group(dso, sym)
+        totals[g] = totals.get(g, 0.0) + share
+    top = sorted(totals.items(), key=lambda kv: -kv[1])
+    print("; ".join(f"{g} {v:.1f}%" for g, v in top if v >= 0.5))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("percentiles", "table"):
+    cmds = {"percentiles": percentiles, "table": table, "perf-groups": perf_groups}
+    if len(sys.argv) != 3 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
-    {"percentiles": percentiles, "table": table}[sys.argv[1]](sys.argv[2])
+    cmds[sys.argv[1]](sys.argv[2])
