@@ -8,38 +8,48 @@
 
 use http::HeaderValue;
 use http::header::HeaderName;
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 /// Delta-seconds that overflow are this value (RFC 9111 §1.2.2).
 pub const DELTA_MAX: u64 = 2_147_483_648;
 
 /// One `name[=value]` member of a `Cache-Control` list: name lower-cased, value unquoted.
+/// Both borrow from the field line unless lower-casing or unescaping had to change them, so
+/// reading a response's directives allocates nothing in the common case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directive {
-    pub name: String,
-    pub value: Option<String>,
+pub struct Directive<'a> {
+    pub name: Cow<'a, str>,
+    pub value: Option<Cow<'a, str>>,
 }
 
-/// Parses every `Cache-Control` field line into directives, in order. Members that are not
+/// Every member of every `Cache-Control` field line, in order. Members that are not
 /// `token [= token / quoted-string]` are skipped (RFC 9111 §5.2: unrecognised or malformed
 /// directives are ignored); commas inside quoted strings do not split.
-pub fn parse<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> Vec<Directive> {
-    let mut out = Vec::new();
-    for line in lines {
+pub fn members<'a>(
+    lines: impl IntoIterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = Directive<'a>> {
+    lines.into_iter().flat_map(|line| {
         let mut rest = line.as_bytes();
-        loop {
-            rest = trim_start(rest);
-            if rest.is_empty() {
-                break;
+        std::iter::from_fn(move || {
+            loop {
+                rest = trim_start(rest);
+                if rest.is_empty() {
+                    return None;
+                }
+                let (member, tail) = split_member(rest);
+                rest = tail;
+                if let Some(d) = directive(member) {
+                    return Some(d);
+                }
             }
-            let (member, tail) = split_member(rest);
-            rest = tail;
-            if let Some(d) = directive(member) {
-                out.push(d);
-            }
-        }
-    }
-    out
+        })
+    })
+}
+
+/// [`members`], collected.
+pub fn parse<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> Vec<Directive<'a>> {
+    members(lines).collect()
 }
 
 /// The next comma-separated member (commas in quoted strings included) and what follows it.
@@ -60,7 +70,7 @@ fn split_member(s: &[u8]) -> (&[u8], &[u8]) {
     (s, &[])
 }
 
-fn directive(member: &[u8]) -> Option<Directive> {
+fn directive(member: &[u8]) -> Option<Directive<'_>> {
     let member = trim_end(trim_start(member));
     if member.is_empty() {
         return None;
@@ -75,24 +85,36 @@ fn directive(member: &[u8]) -> Option<Directive> {
     let value = match value {
         None => None,
         Some(v) if v.first() == Some(&b'"') => Some(unquote(v)?),
+        // tchars are ASCII, so the conversions below cannot fail.
         Some(v) if !v.is_empty() && v.iter().all(|&b| is_tchar(b)) => {
-            Some(String::from_utf8(v.to_vec()).ok()?)
+            Some(Cow::Borrowed(std::str::from_utf8(v).ok()?))
         }
         Some(_) => return None,
     };
-    Some(Directive {
-        name: String::from_utf8(name.to_ascii_lowercase()).ok()?,
-        value,
-    })
+    let name = std::str::from_utf8(name).ok()?;
+    let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    Some(Directive { name, value })
 }
 
-/// A quoted-string (RFC 9110 §5.6.4) that is the whole of `v`, unescaped.
-fn unquote(v: &[u8]) -> Option<String> {
+/// A quoted-string (RFC 9110 §5.6.4) that is the whole of `v`, unescaped (borrowed when it
+/// has no escapes).
+fn unquote(v: &[u8]) -> Option<Cow<'_, str>> {
     if v.len() < 2 || v[v.len() - 1] != b'"' {
         return None;
     }
-    let mut out = Vec::with_capacity(v.len() - 2);
-    let mut it = v[1..v.len() - 1].iter();
+    let inner = &v[1..v.len() - 1];
+    if !inner.contains(&b'\\') {
+        if inner.contains(&b'"') {
+            return None;
+        }
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut it = inner.iter();
     while let Some(&b) = it.next() {
         match b {
             b'\\' => out.push(*it.next()?),
@@ -100,7 +122,7 @@ fn unquote(v: &[u8]) -> Option<String> {
             _ => out.push(b),
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 fn is_tchar(b: u8) -> bool {
@@ -129,26 +151,17 @@ pub fn delta_seconds(s: &str) -> Option<u64> {
     Some(s.parse::<u64>().map_or(DELTA_MAX, |n| n.min(DELTA_MAX)))
 }
 
-/// A directive's delta-seconds argument, for directives that require one.
-///
-/// `None`: absent. `Some(None)`: present but malformed, repeated with different values, or
-/// without an argument — RFC 9111 §4.2.1 lets a cache treat such freshness information as
-/// stale, and we do.
-fn seconds(dirs: &[Directive], name: &str) -> Option<Option<u64>> {
-    let mut found: Option<Option<u64>> = None;
-    for d in dirs.iter().filter(|d| d.name == name) {
-        let v = d.value.as_deref().and_then(delta_seconds);
-        found = match found {
-            None => Some(v),
-            Some(prev) if prev == v => Some(prev),
-            Some(_) => Some(None),
-        };
-    }
-    found
-}
-
-fn has(dirs: &[Directive], name: &str) -> bool {
-    dirs.iter().any(|d| d.name == name)
+/// Folds one more occurrence of a directive that requires a delta-seconds argument into
+/// what the earlier ones said. `None`: absent. `Some(None)`: present but malformed, repeated
+/// with different values, or without an argument — RFC 9111 §4.2.1 lets a cache treat such
+/// freshness information as stale, and we do.
+fn merge_seconds(found: &mut Option<Option<u64>>, d: &Directive) {
+    let v = d.value.as_deref().and_then(delta_seconds);
+    *found = match *found {
+        None => Some(v),
+        Some(prev) if prev == v => Some(prev),
+        Some(_) => Some(None),
+    };
 }
 
 /// A directive that is either unqualified or names fields (`no-cache`, `private`).
@@ -163,29 +176,34 @@ pub enum Qualified {
 }
 
 impl Qualified {
-    fn from(dirs: &[Directive], name: &str) -> Qualified {
-        let mut fields = Vec::new();
-        let mut any = false;
-        for d in dirs.iter().filter(|d| d.name == name) {
-            any = true;
-            match &d.value {
-                None => return Qualified::All,
-                Some(v) => {
-                    for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-                        match HeaderName::from_bytes(f.as_bytes()) {
-                            Ok(h) => fields.push(h),
-                            // A field list we cannot read: the safe reading is the whole response.
-                            Err(_) => return Qualified::All,
-                        }
+    /// Folds one more occurrence of the directive in: without an argument, with an empty
+    /// one or with a field name we cannot read it applies to the whole response (the safe
+    /// reading); otherwise its fields add to the earlier ones'.
+    fn merge(&mut self, d: &Directive) {
+        if *self == Qualified::All {
+            return;
+        }
+        let mut fields = match std::mem::take(self) {
+            Qualified::Fields(f) => f,
+            _ => Vec::new(),
+        };
+        let before = fields.len();
+        if let Some(v) = &d.value {
+            for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                match HeaderName::from_bytes(f.as_bytes()) {
+                    Ok(h) => fields.push(h),
+                    Err(_) => {
+                        *self = Qualified::All;
+                        return;
                     }
                 }
             }
         }
-        match any {
-            false => Qualified::Absent,
-            true if fields.is_empty() => Qualified::All,
-            true => Qualified::Fields(fields),
-        }
+        *self = if fields.len() == before {
+            Qualified::All
+        } else {
+            Qualified::Fields(fields)
+        };
     }
 }
 
@@ -208,24 +226,31 @@ pub struct ResponseDirectives {
 }
 
 impl ResponseDirectives {
+    /// One pass over the members, no allocation unless a directive names fields.
     pub fn parse(headers: &http::HeaderMap) -> Self {
-        let dirs = parse(headers.get_all(http::header::CACHE_CONTROL));
-        let window = |name| seconds(&dirs, name).flatten();
+        let mut r = ResponseDirectives::default();
+        let (mut swr, mut sie) = (None, None);
         // A response's `Pragma` is ignored (RFC 9111 §5.4 defines it for requests only).
-        ResponseDirectives {
-            max_age: seconds(&dirs, "max-age"),
-            s_maxage: seconds(&dirs, "s-maxage"),
-            no_store: has(&dirs, "no-store"),
-            no_cache: Qualified::from(&dirs, "no-cache"),
-            private: Qualified::from(&dirs, "private"),
-            public: has(&dirs, "public"),
-            must_revalidate: has(&dirs, "must-revalidate"),
-            proxy_revalidate: has(&dirs, "proxy-revalidate"),
-            must_understand: has(&dirs, "must-understand"),
-            immutable: has(&dirs, "immutable"),
-            stale_while_revalidate: window("stale-while-revalidate"),
-            stale_if_error: window("stale-if-error"),
+        for d in members(headers.get_all(http::header::CACHE_CONTROL)) {
+            match &*d.name {
+                "max-age" => merge_seconds(&mut r.max_age, &d),
+                "s-maxage" => merge_seconds(&mut r.s_maxage, &d),
+                "no-store" => r.no_store = true,
+                "no-cache" => r.no_cache.merge(&d),
+                "private" => r.private.merge(&d),
+                "public" => r.public = true,
+                "must-revalidate" => r.must_revalidate = true,
+                "proxy-revalidate" => r.proxy_revalidate = true,
+                "must-understand" => r.must_understand = true,
+                "immutable" => r.immutable = true,
+                "stale-while-revalidate" => merge_seconds(&mut swr, &d),
+                "stale-if-error" => merge_seconds(&mut sie, &d),
+                _ => {}
+            }
         }
+        r.stale_while_revalidate = swr.flatten();
+        r.stale_if_error = sie.flatten();
+        r
     }
 
     /// Whether the response may be stored although a request carried `Authorization`
@@ -255,35 +280,41 @@ pub struct RequestDirectives {
 }
 
 impl RequestDirectives {
+    /// One pass over the members, no allocation in the common case.
     pub fn parse(headers: &http::HeaderMap) -> Self {
         let lines = headers.get_all(http::header::CACHE_CONTROL);
         if lines.iter().next().is_none() {
             // RFC 9111 §5.4: without Cache-Control, `Pragma: no-cache` means `no-cache`.
-            let pragma = headers.get_all(http::header::PRAGMA).iter().any(|v| {
-                parse(std::iter::once(v))
-                    .iter()
-                    .any(|d| d.name == "no-cache")
-            });
+            let pragma =
+                members(headers.get_all(http::header::PRAGMA)).any(|d| d.name == "no-cache");
             return RequestDirectives {
                 no_cache: pragma,
                 ..Default::default()
             };
         }
-        let dirs = parse(lines);
+        let mut r = RequestDirectives::default();
+        let (mut max_age, mut min_fresh, mut sie) = (None, None, None);
+        for d in members(lines) {
+            match &*d.name {
+                "no-cache" => r.no_cache = true,
+                "no-store" => r.no_store = true,
+                "max-age" => merge_seconds(&mut max_age, &d),
+                // The first one counts.
+                "max-stale" if r.max_stale.is_none() => {
+                    r.max_stale = Some(d.value.as_deref().map(|v| delta_seconds(v).unwrap_or(0)));
+                }
+                "min-fresh" => merge_seconds(&mut min_fresh, &d),
+                "only-if-cached" => r.only_if_cached = true,
+                "stale-if-error" => merge_seconds(&mut sie, &d),
+                _ => {}
+            }
+        }
         // A malformed value makes the directive ask for the strictest reading: max-age=0,
         // min-fresh never satisfiable, no stale.
-        RequestDirectives {
-            no_cache: has(&dirs, "no-cache"),
-            no_store: has(&dirs, "no-store"),
-            max_age: seconds(&dirs, "max-age").map(|v| v.unwrap_or(0)),
-            max_stale: dirs
-                .iter()
-                .find(|d| d.name == "max-stale")
-                .map(|d| d.value.as_deref().map(|v| delta_seconds(v).unwrap_or(0))),
-            min_fresh: seconds(&dirs, "min-fresh").map(|v| v.unwrap_or(DELTA_MAX)),
-            only_if_cached: has(&dirs, "only-if-cached"),
-            stale_if_error: seconds(&dirs, "stale-if-error").flatten(),
-        }
+        r.max_age = max_age.map(|v| v.unwrap_or(0));
+        r.min_fresh = min_fresh.map(|v| v.unwrap_or(DELTA_MAX));
+        r.stale_if_error = sie.flatten();
+        r
     }
 }
 

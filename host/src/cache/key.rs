@@ -22,7 +22,12 @@ pub fn default_key(tls: bool, authority: Option<&Authority>, uri: &Uri) -> Strin
         "" => "/",
         p => p,
     };
-    let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + 16);
+    // Exactly the key's length unless the query has empty members: a `Bytes` made from a
+    // `String` whose capacity is its length takes it over without another allocation.
+    let digits = port.checked_ilog10().unwrap_or(0) as usize + 1;
+    let query = uri.query().map_or(0, |q| q.len() + 1);
+    let mut key =
+        String::with_capacity(scheme.len() + 4 + host.len() + digits + path.len() + query);
     key.push_str(scheme);
     key.push_str("://");
     for c in host.chars() {

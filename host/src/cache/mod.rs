@@ -195,10 +195,17 @@ impl Cache {
         if self.config.hit_for_miss.is_zero() {
             return;
         }
-        if matches!(self.store.peek(key), Some(Entry::Objects(_))) {
-            return;
+        let now = Instant::now();
+        match self.store.peek(key) {
+            Some(Entry::Objects(_)) => return,
+            // Renewed once half its window has gone, not on every response: the requests it
+            // lets through cost a store write (a shard's write lock) and a key copy each.
+            Some(Entry::Uncacheable(until)) if until > now + self.config.hit_for_miss / 2 => {
+                return;
+            }
+            _ => {}
         }
-        let until = Instant::now() + self.config.hit_for_miss;
+        let until = now + self.config.hit_for_miss;
         self.store
             .insert(Bytes::copy_from_slice(key), Entry::Uncacheable(until));
     }

@@ -35,7 +35,7 @@ const NOT_STORED: [&str; 10] = [
 ];
 
 /// The request side of a cacheable exchange: what storing and matching need.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestFacts {
     pub method: Method,
     pub authorization: bool,

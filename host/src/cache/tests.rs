@@ -57,9 +57,8 @@ fn date_ago(secs: u64) -> String {
 
 #[test]
 fn quoted_strings_keep_their_commas() {
-    let d = parse([&HeaderValue::from_static(
-        r#"no-cache="set-cookie, x-a", max-age=60"#,
-    )]);
+    let line = HeaderValue::from_static(r#"no-cache="set-cookie, x-a", max-age=60"#);
+    let d = parse([&line]);
     assert_eq!(d.len(), 2);
     assert_eq!(d[0].name, "no-cache");
     assert_eq!(d[0].value.as_deref(), Some("set-cookie, x-a"));

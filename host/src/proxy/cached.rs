@@ -27,11 +27,12 @@ type Served = Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError>;
 #[derive(Clone)]
 pub(super) struct CacheRequest {
     cache: Arc<Cache>,
-    /// The normalised URL (the default key).
-    url: String,
+    /// The store key: the policy's, or else the normalised URL itself (one allocation).
     key: Bytes,
+    /// The normalised URL when the policy chose a key of its own.
+    own_url: Option<Box<str>>,
     policy: CachePolicy,
-    facts: Arc<RequestFacts>,
+    facts: RequestFacts,
 }
 
 impl CacheRequest {
@@ -41,9 +42,9 @@ impl CacheRequest {
         mut policy: CachePolicy,
         parts: &http::request::Parts,
     ) -> Self {
-        let key = match policy.key.take() {
-            Some(k) => Bytes::from(k),
-            None => Bytes::from(url.clone()),
+        let (key, own_url) = match policy.key.take() {
+            Some(k) => (Bytes::from(k), Some(url.into_boxed_str())),
+            None => (Bytes::from(url), None),
         };
         let lookup = parts.method == Method::GET || parts.method == Method::HEAD;
         let facts = RequestFacts {
@@ -57,10 +58,19 @@ impl CacheRequest {
         };
         CacheRequest {
             cache,
-            url,
             key,
+            own_url,
             policy,
-            facts: Arc::new(facts),
+            facts,
+        }
+    }
+
+    /// The normalised URL of the request (the default key).
+    fn url(&self) -> &str {
+        match &self.own_url {
+            Some(u) => u,
+            // The default key is built from `&str`s, so it is UTF-8.
+            None => std::str::from_utf8(&self.key).unwrap_or_default(),
         }
     }
 }
@@ -87,10 +97,11 @@ impl Status {
 
     fn render(&self, name: &str) -> HeaderValue {
         use std::fmt::Write;
-        let mut s = String::with_capacity(64);
-        s.push_str(name);
+        // Written on the stack and copied once into the value: one allocation.
+        let mut s = StackStr::default();
+        let _ = s.write_str(name);
         if self.hit {
-            s.push_str("; hit");
+            let _ = s.write_str("; hit");
         } else if let Some(f) = self.fwd {
             let _ = write!(s, "; fwd={f}");
         }
@@ -98,18 +109,55 @@ impl Status {
             let _ = write!(s, "; fwd-status={code}");
         }
         if self.stored {
-            s.push_str("; stored");
+            let _ = s.write_str("; stored");
         }
         if let Some(t) = self.ttl {
             let _ = write!(s, "; ttl={t}");
         }
         if self.collapsed {
-            s.push_str("; collapsed");
+            let _ = s.write_str("; collapsed");
         }
         if let Some(d) = self.detail {
             let _ = write!(s, "; detail={d}");
         }
-        HeaderValue::from_str(&s).expect("cache name is a validated token")
+        let value = match &s.spill {
+            Some(long) => HeaderValue::from_str(long),
+            None => HeaderValue::from_bytes(&s.buf[..s.len]),
+        };
+        value.expect("cache name is a validated token")
+    }
+}
+
+/// A string written on the stack, moved to the heap only if it outgrows 128 bytes.
+struct StackStr {
+    buf: [u8; 128],
+    len: usize,
+    spill: Option<String>,
+}
+
+impl Default for StackStr {
+    fn default() -> Self {
+        StackStr {
+            buf: [0; 128],
+            len: 0,
+            spill: None,
+        }
+    }
+}
+
+impl std::fmt::Write for StackStr {
+    fn write_str(&mut self, part: &str) -> std::fmt::Result {
+        if let Some(long) = &mut self.spill {
+            long.push_str(part);
+        } else if self.len + part.len() <= self.buf.len() {
+            self.buf[self.len..self.len + part.len()].copy_from_slice(part.as_bytes());
+            self.len += part.len();
+        } else {
+            let mut long = String::from_utf8_lossy(&self.buf[..self.len]).into_owned();
+            long.push_str(part);
+            self.spill = Some(long);
+        }
+        Ok(())
     }
 }
 
@@ -417,7 +465,7 @@ impl Proxy {
                 if let Some(obj) =
                     validating.filter(|o| stale_if_error(o, &c.facts.directives, now))
                 {
-                    tracing::debug!(error = %e, url = %c.url, "serving stale: stale-if-error");
+                    tracing::debug!(error = %e, url = %c.url(), "serving stale: stale-if-error");
                     bump(&c.cache.stats.stale_served);
                     let st = Status {
                         detail: Some("stale-if-error"),
@@ -474,7 +522,7 @@ impl Proxy {
                 status,
                 answer.response.headers(),
                 ttl,
-                &c.url,
+                c.url(),
                 when,
             );
             match evaluated {
@@ -491,7 +539,7 @@ impl Proxy {
                 // What this request asked, not what the resource is: others may store it.
                 Err("request no-store" | "authorization") => {}
                 Err(reason) => {
-                    tracing::trace!(url = %c.url, reason, "not storing");
+                    tracing::trace!(url = %c.url(), reason, "not storing");
                     if validating.is_some() && !is_error_status(status) {
                         // The origin no longer lets it be cached.
                         c.cache.purge_key(&c.key, false);
@@ -616,11 +664,11 @@ impl Proxy {
         *head.version_mut() = req.version();
         *head.headers_mut() = req.headers().clone();
         let mut c = c.clone();
-        c.facts = Arc::new(RequestFacts {
+        c.facts = RequestFacts {
             method: Method::GET,
             authorization: c.facts.authorization,
             directives: RequestDirectives::default(),
-        });
+        };
         let out = out.clone();
         let proxy = self.clone();
         tokio::spawn(async move {
@@ -631,7 +679,7 @@ impl Proxy {
             {
                 Ok((resp, _)) => drain(resp.into_body()).await,
                 Err(e) => {
-                    tracing::debug!(url = %c.url, error = %e, "background revalidation failed")
+                    tracing::debug!(url = %c.url(), error = %e, "background revalidation failed")
                 }
             }
         });
@@ -641,10 +689,10 @@ impl Proxy {
     /// same-origin URIs in `Location` and `Content-Location`.
     fn invalidate_after_unsafe(&self, c: &CacheRequest, response: &HeaderMap) {
         c.cache.invalidate(&c.key);
-        if c.key.as_ref() != c.url.as_bytes() {
-            c.cache.invalidate(c.url.as_bytes());
+        if c.key.as_ref() != c.url().as_bytes() {
+            c.cache.invalidate(c.url().as_bytes());
         }
-        let origin = origin_of(&c.url);
+        let origin = origin_of(c.url());
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(v) = response.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
