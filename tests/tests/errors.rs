@@ -7,6 +7,7 @@
 use sluice_tests::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -144,6 +145,77 @@ async fn upstream_closing_mid_headers_is_502() {
         assert_eq!(resp.status(), 502, "reset={reset}");
         task.abort();
     }
+}
+
+/// A raw origin whose every response carries both `Content-Length: 3` and `Transfer-Encoding:
+/// chunked` (body `abcdefg` by chunked framing), followed on the same connection by a second,
+/// unrequested response. Counts the connections it accepts.
+async fn ambiguous_origin() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n7\r\nabcdefg\r\n0\r\n\r\n\
+                        HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+/// RFC 9112 §6.3: a response with both `Transfer-Encoding` and `Content-Length` is framed by
+/// the former, forwarded without the latter, and its connection is not used again, so the
+/// bytes after it (here a second response) never answer another request.
+#[tokio::test]
+async fn upstream_content_length_with_transfer_encoding_is_dropped_and_not_reused() {
+    let (addr, accepted, task) = ambiguous_origin().await;
+    let proxy = ProxyBuilder::new()
+        .pool("web", &[addr])
+        .toml("[proxy]\ndefault_pool = \"web\"")
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+    let mut h2 = h2c(proxy.http).await;
+    for i in 0..3 {
+        let resp = guarded("h1", c.send_request(get("/a", "example.test")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert!(header(&resp, "content-length").is_none(), "request {i}");
+        assert_eq!(body_bytes(resp).await, "abcdefg", "request {i}");
+        let resp = guarded("h2", h2.send_request(get("/b", "example.test")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert!(header(&resp, "content-length").is_none(), "request {i}");
+        assert_eq!(body_bytes(resp).await, "abcdefg", "request {i}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        6,
+        "one connection per response"
+    );
+    task.abort();
 }
 
 async fn proxy_with_echo(extra: &str) -> (Origin, TestProxy) {

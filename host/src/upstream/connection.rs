@@ -336,6 +336,18 @@ async fn sweep(pool: Weak<H1Pool>, every: Duration) {
 pub struct PooledConn {
     h1: H1,
     pool: Arc<H1Pool>,
+    /// False when the response's framing was ambiguous: the connection is closed after it.
+    reuse: bool,
+}
+
+/// A response head with both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3 item
+/// 3): hyper frames the body by `Transfer-Encoding`, as the RFC says; the `Content-Length`
+/// is removed before the head goes downstream (where it would frame the body again, wrongly),
+/// and the caller closes the connection afterwards, since such a response may be an attempt
+/// at response splitting. (Conflicting `Content-Length` values are hyper's parse error.)
+fn framing_conflict(headers: &mut http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.remove(http::header::CONTENT_LENGTH).is_some()
 }
 
 impl PooledConn {
@@ -345,6 +357,9 @@ impl PooledConn {
     }
 
     pub fn release(mut self) {
+        if !self.reuse {
+            return;
+        }
         self.h1.drive_now();
         if self.h1.reusable() {
             self.pool.put(self.h1);
@@ -476,12 +491,14 @@ impl Upstream {
             }
             .await;
             match sent {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    let reuse = !framing_conflict(resp.headers_mut());
                     return Ok((
                         resp,
                         Some(PooledConn {
                             h1,
                             pool: pool.clone(),
+                            reuse,
                         }),
                     ));
                 }
