@@ -1,6 +1,7 @@
 //! Listening sockets: accept loop, connection limit, TLS termination, HTTP/1.1 and HTTP/2
 //! serving (ALPN on TLS, prior knowledge on cleartext), client timeouts and graceful drain.
 
+pub mod h2guard;
 pub mod reload;
 pub mod tls;
 pub mod workers;
@@ -11,6 +12,7 @@ use crate::config::{Limits, ListenerConfig, Timeouts};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::upstream::body::BoxError;
+use h2guard::H2Guard;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -242,7 +244,8 @@ async fn serve(
     match tls {
         None => {
             let info = Arc::new(ConnInfo::new(peer, false, None, listener, activity.clone()));
-            let io = TokioIo::new(Tracked::new(stream, activity));
+            // HTTP/1.1 or prior-knowledge h2: the guard watches only the latter.
+            let io = TokioIo::new(H2Guard::new(Tracked::new(stream, activity), false));
             let svc = proxy_service(shared, &info);
             let conn = shared.builders.auto.serve_connection_with_upgrades(io, svc);
             serve_http(info, shared, conn).await;
@@ -259,11 +262,13 @@ async fn serve(
             // TLS needs ALPN, prior knowledge is for cleartext), so no preface sniffing here.
             let h2 = session.alpn_protocol() == Some(b"h2");
             let info = Arc::new(ConnInfo::new(peer, true, sni, listener, activity.clone()));
-            let io = TokioIo::new(Tracked::new(tls, activity));
+            let io = Tracked::new(tls, activity);
             let (b, svc) = (&shared.builders, proxy_service(shared, &info));
             if h2 {
+                let io = TokioIo::new(H2Guard::new(io, true));
                 serve_http(info, shared, b.h2.serve_connection(io, svc)).await;
             } else {
+                let io = TokioIo::new(io);
                 let conn = b.h1.serve_connection(io, svc).with_upgrades();
                 serve_http(info, shared, conn).await;
             }
