@@ -267,6 +267,9 @@ pub struct PoolLive {
     in_flight: AtomicU32,
     /// Retries in flight (for the retry budget).
     pub retries_in_flight: AtomicU32,
+    /// Retry credit earned by answered requests, in thousandths of a retry (see
+    /// `Pool::retry_permit`).
+    pub retry_credit: AtomicU64,
     /// Whether the pool is in panic mode (too few healthy endpoints: all get traffic).
     panic: AtomicBool,
 }

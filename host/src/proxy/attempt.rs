@@ -14,8 +14,9 @@
 //!   buffered up front because its declared length was within `retry_buffer`. A streamed
 //!   body is never replayed;
 //! - a response timeout is not retried (the upstream may still be working on it);
-//! - each retry goes to an endpoint this request has not tried, and a request may retry only
-//!   while the pool's retries in flight are within its budget.
+//! - each retry goes to an endpoint this request has not tried; a request the endpoint saw
+//!   (written, then failed) may retry only while the pool's retries in flight are within
+//!   its budget, one it never saw (connect failed, never written) retries without a permit.
 
 use super::body::{Held, RequestBody};
 use super::error::{ErrorKind, ProxyError, Side};
@@ -97,6 +98,7 @@ impl Attempts<'_> {
             let (error, unsent) = match sent {
                 Ok(Ok((response, conn))) => {
                     self.learn(i, &response, started.elapsed());
+                    pool.earn_retry_credit();
                     return Ok(Answer {
                         response,
                         conn,
@@ -127,10 +129,14 @@ impl Attempts<'_> {
                 SendError::Http(_) => Outcome::LocalFailure,
             };
             health::observe(pool, i, outcome);
+            // A request that comes back unsent was never seen by the endpoint: retrying it
+            // elsewhere is its first delivery, not added load, so it needs no budget (a burst
+            // of refused connections to a dead endpoint must not become client errors).
+            let seen = unsent.is_none();
             let Some(next) = unsent.or(replay).filter(|_| may_retry) else {
                 return Err(err);
             };
-            if permit.is_none() {
+            if seen && permit.is_none() {
                 permit = pool.retry_permit();
                 if permit.is_none() {
                     return Err(err.with_reason("retry budget exhausted"));

@@ -263,21 +263,55 @@ impl Pool {
 }
 
 impl Pool {
-    /// A permit for one retry, if the pool's retry budget allows one more in flight: at most
-    /// `budget_ratio` of the pool's requests in flight, or `budget_min`, whichever is larger
-    /// (Envoy's retry budget).
+    /// A permit for one retry of a request its endpoint saw, if the pool's retry budget
+    /// allows it: while retries in flight are at most `budget_ratio` of the pool's requests
+    /// in flight, or `budget_min`, whichever is larger (Envoy's retry budget); beyond that,
+    /// by spending credit that answered requests earned ([`Pool::earn_retry_credit`]).
+    ///
+    /// The credit is Finagle's idea (a retry budget as a token bucket that requests fill): a
+    /// burst of failures after a stretch of successes, such as the requests in flight on an
+    /// endpoint that was just killed, is retried in full, while a pool that keeps failing
+    /// earns nothing and is held to the concurrent budget.
     pub fn retry_permit(&self) -> Option<RetryPermit> {
         let live = &self.set.live;
         let allowed = ((self.retry.budget_ratio * f64::from(live.in_flight())) as u32)
             .max(self.retry.budget_min);
-        live.retries_in_flight
+        let within = live
+            .retries_in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < allowed).then_some(n + 1)
             })
-            .ok()?;
+            .is_ok();
+        if !within {
+            live.retry_credit
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    c.checked_sub(CREDIT_PER_RETRY)
+                })
+                .ok()?;
+            live.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         Some(RetryPermit(live.clone()))
     }
+
+    /// An answered request earns `budget_ratio` of a retry, up to a credit of
+    /// `budget_ratio` x [`CREDIT_WINDOW`] retries. At the cap (a healthy pool's usual state)
+    /// this is one shared read, no write.
+    pub fn earn_retry_credit(&self) {
+        let credit = &self.set.live.retry_credit;
+        let per = (self.retry.budget_ratio * CREDIT_PER_RETRY as f64) as u64;
+        let cap = per * CREDIT_WINDOW;
+        if per > 0 && credit.load(Ordering::Relaxed) < cap {
+            let _ = credit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some((c + per).min(cap))
+            });
+        }
+    }
 }
+
+/// Credit is counted in thousandths of a retry.
+const CREDIT_PER_RETRY: u64 = 1000;
+/// The credit holds what this many answered requests earn (1000: 200 retries at 20 %).
+const CREDIT_WINDOW: u64 = 1000;
 
 /// A retry in flight, counted against its pool's retry budget until dropped.
 #[derive(Debug)]
