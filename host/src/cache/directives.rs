@@ -334,15 +334,16 @@ pub fn date(headers: &http::HeaderMap, name: &HeaderName) -> Option<Option<Syste
     )
 }
 
-/// The `Age` header (RFC 9111 §5.1): a single non-negative integer, else ignored.
+/// The `Age` header (RFC 9111 §5.1): a list value, or several lines, count by their first
+/// member; a first member that is not a non-negative integer means the field is ignored
+/// (0, as if absent). Overflow is [`DELTA_MAX`].
 pub fn age(headers: &http::HeaderMap) -> u64 {
-    let mut all = headers.get_all(http::header::AGE).iter();
-    match (all.next(), all.next()) {
-        (Some(v), None) => v
-            .to_str()
-            .ok()
-            .and_then(|s| delta_seconds(s.trim()))
-            .unwrap_or(0),
-        _ => 0,
-    }
+    let Some(first) = headers.get(http::header::AGE) else {
+        return 0;
+    };
+    first
+        .to_str()
+        .ok()
+        .and_then(|s| delta_seconds(s.split(',').next().unwrap_or("").trim()))
+        .unwrap_or(0)
 }

@@ -11,6 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 /// Statuses a cache may give a heuristic freshness lifetime (RFC 9110 §15.1).
 const HEURISTIC: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
+/// The statuses whose caching this cache implements (`must-understand`, RFC 9111 §5.2.2.3):
+/// the heuristically cacheable ones it stores (RFC 9110 §15.1; not 206, whose parts it does
+/// not combine) and the redirects it stores with explicit freshness.
+const UNDERSTOOD: [u16; 13] = [
+    200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501,
+];
+
 /// The fraction of `Date - Last-Modified` used as a heuristic lifetime (RFC 9111 §4.2.2
 /// suggests 10%).
 const HEURISTIC_FRACTION: u64 = 10;
@@ -174,8 +181,9 @@ impl Meta {
             return Err("not modified");
         }
         let d = ResponseDirectives::parse(response);
-        // must-understand: a cache that understands the status may ignore no-store (§5.2.2.3).
-        if d.no_store && !d.must_understand {
+        // must-understand: a cache that understands the status may ignore no-store; one
+        // that does not must not store the response (RFC 9111 §5.2.2.3).
+        if d.no_store && !(d.must_understand && UNDERSTOOD.contains(&status.as_u16())) {
             return Err("no-store");
         }
         if d.private == Qualified::All {

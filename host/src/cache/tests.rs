@@ -320,6 +320,38 @@ fn age_is_the_larger_of_apparent_and_corrected() {
     assert!(o.ttl(Instant::now()) > 590);
 }
 
+/// RFC 9111 §5.1: a list-valued `Age` (or several lines) counts by its first member; a first
+/// member that is not a non-negative integer makes the field ignored.
+#[test]
+fn age_lists_use_the_first_member() {
+    let initial = |ages: &[&str]| {
+        let mut pairs = vec![("cache-control", "max-age=600")];
+        pairs.extend(ages.iter().map(|a| ("age", *a)));
+        evaluate(200, &pairs).unwrap().initial_age
+    };
+    assert_eq!(initial(&["100, 200"]), 100);
+    assert_eq!(initial(&[" 100 ,x"]), 100);
+    assert_eq!(initial(&["50", "70"]), 50);
+    assert_eq!(initial(&["x, 100"]), 0);
+    assert_eq!(initial(&["-5"]), 0);
+    assert!(initial(&["99999999999999999999"]) >= DELTA_MAX);
+}
+
+/// RFC 9111 §5.2.2.3: `must-understand` overrides `no-store` only for statuses this cache
+/// implements; any other status with `no-store` is not stored.
+#[test]
+fn must_understand_only_for_understood_statuses() {
+    let cc = [("cache-control", "no-store, must-understand, max-age=5")];
+    for status in [200, 301, 404] {
+        assert!(evaluate(status, &cc).is_ok(), "{status}");
+    }
+    for status in [299, 418, 599] {
+        assert_eq!(evaluate(status, &cc).unwrap_err(), "no-store", "{status}");
+    }
+    // Without no-store, must-understand does not stop an explicitly fresh response.
+    assert!(evaluate(299, &[("cache-control", "must-understand, max-age=5")]).is_ok());
+}
+
 #[test]
 fn soft_purge_makes_stale_at_once() {
     let m = evaluate(
