@@ -1,6 +1,7 @@
 //! Header duties of the proxy as an intermediary (RFC 9110 §7.6): hop-by-hop fields and the
 //! fields `Connection` names are removed in both directions; `Via` is added (appended to an
-//! existing one) to requests and responses; `X-Forwarded-For/-Proto/-Host` are set; `Host` is
+//! existing one) to requests and responses; `X-Forwarded-For/-Proto/-Host` and `X-Request-Id`
+//! are set, and a client's own are believed only from a trusted proxy; `Host` is
 //! kept unless `preserve_host = false`; all of it can be switched off; end-to-end fields pass
 //! untouched; and `Connection` cannot be used to strip `Content-Length` or `Host`.
 
@@ -182,30 +183,104 @@ async fn forwarded_headers_describe_the_client_connection() {
     assert_eq!(echoed(&resp, "x-forwarded-host"), Some("example.test"));
     body_bytes(resp).await;
 
-    // An existing chain is extended; claims about proto and host are replaced, not trusted.
+    // The client is not a trusted proxy: its claims about earlier hops, its address and
+    // its request id are replaced, not believed.
     let mut req = with_headers(
         "/",
         &[
             ("x-forwarded-for", "203.0.113.7, 198.51.100.1"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=203.0.113.7"),
+            ("x-real-ip", "203.0.113.7"),
+            ("x-request-id", "chosen-by-client"),
         ],
     );
     req.headers_mut()
         .insert("host", "example.test:8080".parse().unwrap());
     let resp = send(&mut c, req).await;
-    assert_eq!(
-        echoed(&resp, "x-forwarded-for"),
-        Some("203.0.113.7, 198.51.100.1, 127.0.0.1")
-    );
+    assert_eq!(echoed(&resp, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("http"));
     assert_eq!(echoed(&resp, "x-forwarded-host"), Some("example.test:8080"));
+    assert_eq!(echoed(&resp, "forwarded"), None);
+    assert_eq!(echoed(&resp, "x-real-ip"), None);
+    let id = echoed(&resp, "x-request-id").unwrap();
+    assert!(id != "chosen-by-client" && id.len() == 36, "{id}");
 
     let mut c = h1_over(site.connect(&[b"http/1.1"]).await).await;
     let resp = send(&mut c, with_headers("/", &[])).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("https"));
     assert_eq!(echoed(&resp, "x-forwarded-for"), Some("127.0.0.1"));
+}
+
+/// A peer in `trusted_proxies` is another proxy of ours: its chain is extended and its
+/// claims about proto, host, `Forwarded` and the request id stand; with `client_ip =
+/// "forwarded"` the policy sees the rightmost untrusted address of the chain.
+#[tokio::test]
+async fn a_trusted_proxy_keeps_its_forwarding_fields() {
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::for_origin(&origin)
+        .toml("[proxy]\ntrusted_proxies = [\"127.0.0.0/8\", \"::1\"]")
+        .start()
+        .await;
+    let mut c = h1(proxy.http).await;
+    let req = with_headers(
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.7, 198.51.100.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "shop.example"),
+            ("forwarded", "for=203.0.113.7"),
+            ("x-request-id", "from-the-edge"),
+        ],
+    );
+    let resp = send(&mut c, req).await;
+    assert_eq!(
+        echoed(&resp, "x-forwarded-for"),
+        Some("203.0.113.7, 198.51.100.1, 127.0.0.1")
+    );
+    assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("https"));
+    assert_eq!(echoed(&resp, "x-forwarded-host"), Some("shop.example"));
+    assert_eq!(echoed(&resp, "forwarded"), Some("for=203.0.113.7"));
+    assert_eq!(echoed(&resp, "x-request-id"), Some("from-the-edge"));
+    body_bytes(resp).await;
+    // Without claims, ours are set; an id is generated.
+    let resp = send(&mut c, with_headers("/", &[])).await;
+    assert_eq!(echoed(&resp, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(echoed(&resp, "x-forwarded-proto"), Some("http"));
+    assert_eq!(echoed(&resp, "x-request-id").map(str::len), Some(36));
+}
+
+#[tokio::test]
+async fn the_policy_sees_the_forwarded_client_only_from_a_trusted_peer() {
+    let origin = Origin::echo("a").await;
+    let client_ip = |trusted: &str| {
+        let toml = format!("[proxy]\ntrusted_proxies = [{trusted}]\nclient_ip = \"forwarded\"");
+        let origin = &origin;
+        async move {
+            let proxy = ProxyBuilder::for_origin(origin)
+                .policy(guests::PROBE, "", "")
+                .toml(&toml)
+                .start()
+                .await;
+            let mut c = h1(proxy.http).await;
+            let req = with_headers("/echo", &[("x-forwarded-for", "203.0.113.7, 10.0.0.2")]);
+            let resp = send(&mut c, req).await;
+            assert_eq!(resp.status(), 200);
+            let json: serde_json::Value = serde_json::from_slice(&body_bytes(resp).await).unwrap();
+            json["client_ip"].as_str().unwrap().to_string()
+        }
+    };
+    // The peer (127.0.0.1) and 10.0.0.2 are trusted: the client is 203.0.113.7.
+    assert_eq!(
+        client_ip("\"127.0.0.1\", \"10.0.0.0/8\"").await,
+        "203.0.113.7"
+    );
+    // Only the peer is trusted: 10.0.0.2 is the client.
+    assert_eq!(client_ip("\"127.0.0.1/32\"").await, "10.0.0.2");
+    // The peer is not trusted: its chain is not believed.
+    assert_eq!(client_ip("\"192.0.2.0/24\"").await, "127.0.0.1");
 }
 
 #[tokio::test]

@@ -196,6 +196,23 @@ pub struct ProxySettings {
     pub forwarded_headers: bool,
     /// The pseudonym used in `Via`.
     pub via_name: String,
+    /// Peers whose `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and `X-Request-Id` are kept
+    /// (and extended); from any other peer they are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where the client address comes from (policy `client-ip`, IP hash, access log).
+    pub client_ip: ClientIp,
+    /// Give every request an `X-Request-Id` (a trusted peer's is kept).
+    pub request_id: bool,
+}
+
+/// `[proxy] client_ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIp {
+    /// The connection's peer address.
+    Peer,
+    /// From a trusted peer: the rightmost `X-Forwarded-For` address that is not itself a
+    /// trusted proxy (nginx's `real_ip_recursive on`); otherwise the peer.
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -225,6 +242,11 @@ pub struct CacheConfig {
     pub coalesce_timeout: Duration,
     /// How long a key whose response was not storable sends requests straight upstream.
     pub hit_for_miss: Duration,
+    /// How stale a stored response may be and still be served when the origin cannot be
+    /// reached (RFC 9111 §4.2.4); zero = never.
+    pub stale_on_error: Duration,
+    /// Also serve it (within `stale_on_error`) when the origin answers 500, 502, 503 or 504.
+    pub stale_on_5xx: bool,
     /// Add `X-Cache: HIT|MISS`.
     pub x_cache: bool,
     /// The cache's name in `Cache-Status` (RFC 9211 §2).
@@ -238,6 +260,8 @@ impl Default for CacheConfig {
             max_object_size: 8 << 20,
             coalesce_timeout: Duration::from_secs(5),
             hit_for_miss: Duration::from_secs(30),
+            stale_on_error: Duration::ZERO,
+            stale_on_5xx: false,
             x_cache: false,
             name: "sluice".into(),
         }

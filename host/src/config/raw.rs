@@ -44,6 +44,9 @@ pub struct RawCache {
     pub coalesce_timeout: Option<std::time::Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub hit_for_miss: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub stale_on_error: Option<std::time::Duration>,
+    pub stale_on_5xx: Option<bool>,
     pub x_cache: Option<bool>,
     pub name: Option<String>,
 }
@@ -224,6 +227,9 @@ pub struct RawProxy {
     pub via: Option<bool>,
     pub forwarded_headers: Option<bool>,
     pub via_name: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub client_ip: Option<String>,
+    pub request_id: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

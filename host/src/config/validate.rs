@@ -131,12 +131,44 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
             "must be a non-empty token without spaces or commas",
         ));
     }
+    let mut trusted_proxies = Vec::new();
+    for (i, entry) in raw.proxy.trusted_proxies.iter().flatten().enumerate() {
+        let net = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                cx.err(
+                    format!("proxy.trusted_proxies[{i}]"),
+                    format!("{entry:?} is not an IP address or CIDR (e.g. \"10.0.0.0/8\")"),
+                )
+            })?;
+        trusted_proxies.push(net.trunc());
+    }
+    let client_ip = match raw.proxy.client_ip.as_deref() {
+        None | Some("peer") => ClientIp::Peer,
+        Some("forwarded") if trusted_proxies.is_empty() => {
+            return Err(cx.err(
+                "proxy.client_ip",
+                "\"forwarded\" needs proxy.trusted_proxies: only a trusted peer's X-Forwarded-For is believed",
+            ));
+        }
+        Some("forwarded") => ClientIp::Forwarded,
+        Some(other) => {
+            return Err(cx.err(
+                "proxy.client_ip",
+                format!("{other:?} is not \"peer\" or \"forwarded\""),
+            ));
+        }
+    };
     let proxy = ProxySettings {
         default_pool,
         preserve_host: raw.proxy.preserve_host.unwrap_or(true),
         via: raw.proxy.via.unwrap_or(true),
         forwarded_headers: raw.proxy.forwarded_headers.unwrap_or(true),
         via_name,
+        trusted_proxies,
+        client_ip,
+        request_id: raw.proxy.request_id.unwrap_or(true),
     };
 
     let d = Timeouts::default();
@@ -321,6 +353,8 @@ fn cache(c: super::raw::RawCache, cx: &Ctx) -> Result<CacheConfig, ConfigError> 
             cx,
         )?,
         hit_for_miss: c.hit_for_miss.unwrap_or(d.hit_for_miss),
+        stale_on_error: c.stale_on_error.unwrap_or(d.stale_on_error),
+        stale_on_5xx: c.stale_on_5xx.unwrap_or(d.stale_on_5xx),
         x_cache: c.x_cache.unwrap_or(false),
         name,
     })

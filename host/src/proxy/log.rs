@@ -4,13 +4,18 @@
 
 use super::ConnInfo;
 use super::body::OnComplete;
+use super::forwarded::Client;
 use crate::activity::RequestGuard;
 use http::{Request, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(super) struct AccessRecord {
-    client: std::net::SocketAddr,
+    /// The connection's peer.
+    peer: std::net::SocketAddr,
+    /// The client as `[proxy] client_ip` decides; `forwarded` when from `X-Forwarded-For`.
+    client: std::net::IpAddr,
+    forwarded: bool,
     listener: Arc<str>,
     sni: Option<Arc<str>>,
     method: http::Method,
@@ -24,7 +29,12 @@ pub(super) struct AccessRecord {
 }
 
 impl AccessRecord {
-    pub(super) fn new<B>(req: &Request<B>, conn: &ConnInfo, start: Instant) -> Self {
+    pub(super) fn new<B>(
+        req: &Request<B>,
+        conn: &ConnInfo,
+        client: &Client,
+        start: Instant,
+    ) -> Self {
         let host = req
             .uri()
             .authority()
@@ -37,7 +47,9 @@ impl AccessRecord {
             })
             .unwrap_or_default();
         AccessRecord {
-            client: conn.client,
+            peer: conn.client,
+            client: client.ip,
+            forwarded: client.forwarded,
             listener: conn.listener.clone(),
             sni: conn.sni.clone(),
             method: req.method().clone(),
@@ -70,6 +82,8 @@ impl AccessRecord {
         tracing::info!(
             target: "sluice::access",
             client = %self.client,
+            client_from = if self.forwarded { "x-forwarded-for" } else { "peer" },
+            peer = %self.peer,
             listener = %self.listener,
             sni = self.sni.as_deref().unwrap_or("-"),
             method = %self.method,

@@ -10,6 +10,7 @@ mod attempt;
 pub mod body;
 mod cached;
 pub mod error;
+pub mod forwarded;
 pub mod headers;
 mod log;
 mod upgrade;
@@ -171,15 +172,16 @@ impl Proxy {
     /// Serves one request. Never fails: errors become local responses.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let guard = conn.activity.request_started(req.version());
+        let client = forwarded::admit(&self.settings, conn.client.ip(), req.headers_mut());
         let record = self
             .access_log
-            .then(|| log::AccessRecord::new(&req, &conn, start));
-        let (mut resp, upstream) = match self.forward(req, &conn).await {
+            .then(|| log::AccessRecord::new(&req, &conn, &client, start));
+        let (mut resp, upstream) = match self.forward(req, &conn, &client).await {
             Ok(r) => r,
             Err(e) => {
                 match e.side {
@@ -203,6 +205,7 @@ impl Proxy {
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
+        client: &forwarded::Client,
     ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
         let (parts, body) = req.into_parts();
         if parts.method == http::Method::CONNECT {
@@ -215,7 +218,7 @@ impl Proxy {
         let (returned, verdict, hook) = self.policy.decide(PolicyRequest {
             parts,
             authority,
-            client: conn.client,
+            client: SocketAddr::new(client.ip, conn.client.port()),
             tls: conn.tls,
             sni: conn.sni.clone(),
         });
@@ -297,7 +300,7 @@ impl Proxy {
             )),
             _ => None,
         };
-        self.rewrite_request_headers(&mut parts, &pool, &hop, authority.as_ref(), conn);
+        self.rewrite_request_headers(&mut parts, &pool, &hop, authority.as_ref(), conn, client);
 
         let mut client_upgrade = None;
         let retries = if upgrade.is_some() {
@@ -329,7 +332,7 @@ impl Proxy {
             named,
             key: forward.hash_key.take(),
             algorithm: forward.algorithm,
-            client: conn.client.ip(),
+            client: client.ip,
             fixed_authority,
             retries,
             timeout: self.timeouts.upstream_response,
@@ -443,6 +446,7 @@ impl Proxy {
         hop: &headers::HopInfo,
         client_authority: Option<&http::uri::Authority>,
         conn: &ConnInfo,
+        client: &forwarded::Client,
     ) {
         let client_version = parts.version;
         let h = &mut parts.headers;
@@ -466,15 +470,20 @@ impl Proxy {
                 header::HeaderName::from_static("x-forwarded-for"),
                 &conn.forwarded_for,
             );
-            h.insert(
-                header::HeaderName::from_static("x-forwarded-proto"),
-                HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-            );
-            if let Some(a) = client_authority {
+            // A trusted proxy's claims about the original request stand (from any other
+            // peer they were removed on arrival, `forwarded::admit`).
+            let proto = header::HeaderName::from_static("x-forwarded-proto");
+            if !(client.trusted_peer && h.contains_key(&proto)) {
                 h.insert(
-                    header::HeaderName::from_static("x-forwarded-host"),
-                    authority_value(a),
+                    proto,
+                    HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
                 );
+            }
+            let host = header::HeaderName::from_static("x-forwarded-host");
+            if let Some(a) =
+                client_authority.filter(|_| !(client.trusted_peer && h.contains_key(&host)))
+            {
+                h.insert(host, authority_value(a));
             }
         }
         if self.settings.via {
