@@ -1552,6 +1552,79 @@ async fn stale_if_error_covers_an_unreachable_origin() {
     assert_lacks(&rescued, &["fwd-status="]);
 }
 
+/// `stale_on_error` (RFC 9111 §4.2.4): without `stale-if-error`, an origin that cannot be
+/// reached lets the cache serve what it has, up to the bound, unless the response forbids
+/// serving it stale (`must-revalidate`, `proxy-revalidate`, `no-cache`, `s-maxage`); off by
+/// default.
+#[tokio::test]
+async fn stale_on_error_covers_an_unreachable_origin_within_its_bound() {
+    let origin = scripted(|s| {
+        // Stale by 5 s (/recent, /must, /smax) or by 2 hours (/old).
+        let age = if s.path() == "/old" { "7210" } else { "15" };
+        let cc = match s.path() {
+            "/must" => "max-age=10, must-revalidate",
+            "/smax" => "s-maxage=10",
+            _ => "max-age=10",
+        };
+        reply(200, &[("cache-control", cc), ("age", age)], "v1")
+    })
+    .await;
+    let on = builder(&origin.origin, "stale_on_error = \"1h\"")
+        .start()
+        .await;
+    let off = cached(&origin).await;
+    let paths = ["/recent", "/old", "/must", "/smax"];
+    for p in [&on, &off] {
+        for path in paths {
+            assert_eq!(fetch(p, path).await.status, 200);
+        }
+    }
+    origin.origin.kill();
+    let rescued = fetch(&on, "/recent").await;
+    assert_eq!(rescued.status, 200, "{rescued:?}");
+    assert_eq!(rescued.body, "v1");
+    assert_tokens(&rescued, &["fwd=stale", "detail=stale-on-error"]);
+    for path in ["/old", "/must", "/smax"] {
+        let failed = fetch(&on, path).await;
+        assert_eq!(failed.status, 502, "{path}: {failed:?}");
+    }
+    // Off by default.
+    assert_eq!(fetch(&off, "/recent").await.status, 502);
+}
+
+/// `stale_on_5xx`: an origin answering 5xx is treated like an unreachable one.
+#[tokio::test]
+async fn stale_on_5xx_serves_stale_for_an_origin_error_when_configured() {
+    let origin = scripted(|s| {
+        if s.nth > 2 {
+            return reply(503, &[], "down");
+        }
+        reply(200, &[("cache-control", "max-age=10"), ("age", "15")], "v1")
+    })
+    .await;
+    let with = builder(
+        &origin.origin,
+        "stale_on_error = \"1h\"\nstale_on_5xx = true",
+    )
+    .start()
+    .await;
+    let without = builder(&origin.origin, "stale_on_error = \"1h\"")
+        .start()
+        .await;
+    assert_eq!(fetch(&with, "/x").await.status, 200);
+    assert_eq!(fetch(&without, "/x").await.status, 200);
+    let rescued = fetch(&with, "/x").await;
+    assert_eq!(rescued.status, 200);
+    assert_eq!(rescued.body, "v1");
+    assert_tokens(
+        &rescued,
+        &["fwd=stale", "fwd-status=503", "detail=stale-on-error"],
+    );
+    let passed = fetch(&without, "/x").await;
+    assert_eq!(passed.status, 503);
+    assert_eq!(passed.body, "down");
+}
+
 #[tokio::test]
 async fn concurrent_misses_for_one_key_make_one_upstream_request() {
     const N: usize = 100;

@@ -9,11 +9,12 @@
 //! requests for the same key; store what comes back if RFC 9111 §3 allows.
 
 use super::body::{RequestBody, ResponseBody};
-use super::error::ProxyError;
+use super::error::{ProxyError, Side};
 use super::{Answer, Outbound, Proxy};
 use crate::cache::directives::{Qualified, RequestDirectives};
 use crate::cache::object::{Exchange, Meta, Object, RequestFacts};
 use crate::cache::{self, Cache, Fill, Leader, Lookup, bump};
+use crate::config::CacheConfig;
 use crate::policy::{CachePolicy, HeaderEdit, ResponseChanges, ResponseSource};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -209,14 +210,29 @@ fn usability(obj: &Object, req: &RequestDirectives, now: Instant) -> Use {
     Use::Forward("stale")
 }
 
-/// Whether `obj` may stand in for an upstream failure (RFC 5861 §4).
-fn stale_if_error(obj: &Object, req: &RequestDirectives, now: Instant) -> bool {
+/// Whether `obj` may stand in for an upstream failure, and under which rule: the client's
+/// or the origin's `stale-if-error` (RFC 5861 §4), else the cache's own `stale_on_error`
+/// bound for an origin it cannot reach (RFC 9111 §4.2.4: a disconnected cache may serve
+/// stale), which `s-maxage` also forbids (it implies `proxy-revalidate`, §5.2.2.10).
+fn stale_for_error(
+    obj: &Object,
+    req: &RequestDirectives,
+    config: &CacheConfig,
+    now: Instant,
+) -> Option<&'static str> {
     if obj.directives.forbids_stale() {
-        return false;
+        return None;
     }
     let staleness = obj.staleness(now);
-    cache::within(staleness, req.stale_if_error)
+    if cache::within(staleness, req.stale_if_error)
         || cache::within(staleness, obj.directives.stale_if_error)
+    {
+        return Some("stale-if-error");
+    }
+    (!config.stale_on_error.is_zero()
+        && staleness <= config.stale_on_error
+        && obj.directives.s_maxage.is_none())
+    .then_some("stale-on-error")
 }
 
 /// The statuses RFC 5861 counts as errors.
@@ -462,13 +478,15 @@ impl Proxy {
         let answer = match result {
             Ok(a) => a,
             Err(e) => {
-                if let Some(obj) =
-                    validating.filter(|o| stale_if_error(o, &c.facts.directives, now))
-                {
-                    tracing::debug!(error = %e, url = %c.url(), "serving stale: stale-if-error");
+                let stale = validating.and_then(|o| {
+                    let rule = stale_for_error(&o, &c.facts.directives, &c.cache.config, now)?;
+                    Some((o, rule))
+                });
+                if let Some((obj, rule)) = stale.filter(|_| e.side != Side::Client) {
+                    tracing::debug!(error = %e, url = %c.url(), rule, "serving stale");
                     bump(&c.cache.stats.stale_served);
                     let st = Status {
-                        detail: Some("stale-if-error"),
+                        detail: Some(rule),
                         ..Status::fwd("stale")
                     };
                     return Ok((self.serve(c, out, &client, &obj, st, false), None));
@@ -494,10 +512,14 @@ impl Proxy {
                 st.stored = true;
                 return Ok((self.serve(c, out, &client, &fresh, st, true), None));
             }
-            if is_error_status(status) && stale_if_error(obj, &c.facts.directives, now) {
+            let rule = is_error_status(status)
+                .then(|| stale_for_error(obj, &c.facts.directives, &c.cache.config, now))
+                .flatten()
+                .filter(|r| *r == "stale-if-error" || c.cache.config.stale_on_5xx);
+            if let Some(rule) = rule {
                 bump(&c.cache.stats.stale_served);
                 drop(self.upstream_response(c, out, answer, st, None, &[]));
-                st.detail = Some("stale-if-error");
+                st.detail = Some(rule);
                 return Ok((self.serve(c, out, &client, obj, st, false), None));
             }
         }
