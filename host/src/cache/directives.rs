@@ -326,12 +326,40 @@ pub fn date(headers: &http::HeaderMap, name: &HeaderName) -> Option<Option<Syste
     if all.any(|v| v != first) {
         return Some(None);
     }
-    Some(
-        first
-            .to_str()
-            .ok()
-            .and_then(|s| httpdate::parse_http_date(s.trim()).ok()),
-    )
+    Some(first.to_str().ok().and_then(|s| parse_date(s.trim())))
+}
+
+/// An HTTP-date in any of its three formats (RFC 9110 §5.6.7), with day and month names and
+/// `GMT` in any letter case: recipients are asked to be robust, and origins do send
+/// `mon, 06 nov 2023 ...`. httpdate matches names case-sensitively, so a failed parse is
+/// retried once with every word in its canonical case.
+pub fn parse_date(s: &str) -> Option<SystemTime> {
+    if let Ok(t) = httpdate::parse_http_date(s) {
+        return Some(t);
+    }
+    if s.len() > 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut canon = String::with_capacity(s.len());
+    for (i, word) in s.split(|c: char| !c.is_ascii_alphabetic()).enumerate() {
+        if i > 0 {
+            // The separator that ended the previous word, as it was.
+            let at = canon.len();
+            canon.push_str(&s[at..at + 1]);
+        }
+        if word.eq_ignore_ascii_case("gmt") {
+            canon.push_str("GMT");
+        } else {
+            for (j, c) in word.chars().enumerate() {
+                canon.push(if j == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+        }
+    }
+    httpdate::parse_http_date(&canon).ok()
 }
 
 /// The `Age` header (RFC 9111 §5.1): a list value, or several lines, count by their first

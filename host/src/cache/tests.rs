@@ -173,6 +173,19 @@ fn expires_invalid_means_stale_and_all_date_formats_parse() {
     assert!(date(&d, &http::header::EXPIRES).unwrap().is_some());
     let d = headers(&[("expires", "Sun Nov  6 08:49:37 1994")]);
     assert!(date(&d, &http::header::EXPIRES).unwrap().is_some());
+    // Names in any case, in all three formats, mean the same instant.
+    let want = parse_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+    for s in [
+        "sun, 06 nov 1994 08:49:37 gmt",
+        "SUN, 06 NOV 1994 08:49:37 GMT",
+        "SUNDAY, 06-NOV-94 08:49:37 gmt",
+        "sun nov  6 08:49:37 1994",
+    ] {
+        assert_eq!(parse_date(s), Some(want), "{s}");
+    }
+    // Still invalid: a wrong name, a missing zone.
+    assert_eq!(parse_date("Sun, 06 Nob 1994 08:49:37 GMT"), None);
+    assert_eq!(parse_date("Sun, 06 Nov 1994 08:49:37"), None);
 }
 
 #[test]
