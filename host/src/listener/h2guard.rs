@@ -27,7 +27,7 @@
 //!   expect it). On cleartext a connection that does not start with the preface is
 //!   HTTP/1.1 and the guard steps aside.
 //!
-//! The GOAWAY goes out only at a frame boundary of what hyper has written, and only if the
+//! The GOAWAY goes out at once, only at a frame boundary of what hyper has written, and only if the
 //! socket takes it at once (an attacker that stops reading gets a plain close).
 
 use std::io;
@@ -217,10 +217,9 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for H2Guard<T> {
             if new[..n] != PREFACE[*matched..*matched + n] {
                 if *required {
                     *this.mode = Mode::Cut(PROTOCOL_ERROR);
-                    // Nothing of it reaches hyper; the next read sends the GOAWAY.
+                    // Nothing of it reaches hyper.
                     buf.set_filled(before);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    return Poll::Ready(Err(say_goaway(this, cx, PROTOCOL_ERROR)));
                 }
                 *this.mode = Mode::Off;
                 return res;
@@ -280,10 +279,9 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for H2Guard<T> {
         if flood {
             tracing::debug!("HTTP/2 frame flood: sending GOAWAY and closing");
             *this.mode = Mode::Cut(ENHANCE_YOUR_CALM);
-            // What was read stays unread; the next read sends the GOAWAY.
+            // What was read never reaches hyper.
             buf.set_filled(before);
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+            return Poll::Ready(Err(say_goaway(this, cx, ENHANCE_YOUR_CALM)));
         }
         res
     }
