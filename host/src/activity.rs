@@ -29,6 +29,8 @@ struct Inner {
     in_flight: AtomicU32,
     /// h2 multiplexes: a read between requests is a frame, not a slow head.
     h2: AtomicBool,
+    /// Closing may cut off a client still sending: linger (`listener::linger`).
+    linger: AtomicBool,
     /// Dropped with the last handle; graceful shutdown waits for all of these.
     _drain: mpsc::Sender<()>,
 }
@@ -58,6 +60,7 @@ impl Activity {
             head_since_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             h2: AtomicBool::new(false),
+            linger: AtomicBool::new(false),
             _drain: drain,
         }))
     }
@@ -85,6 +88,23 @@ impl Activity {
             self.0.h2.store(true, Ordering::Relaxed);
         }
         RequestGuard(Some(self.clone()))
+    }
+
+    /// An HTTP/1.1 request with a body, or a request head hyper rejected: when this connection
+    /// closes, the client may still be sending.
+    pub fn linger_on_close(&self) {
+        if !self.0.linger.load(Ordering::Relaxed) {
+            self.0.linger.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn wants_linger(&self) -> bool {
+        self.0.linger.load(Ordering::Relaxed)
+    }
+
+    /// The connection speaks HTTP/2 (it has carried an h2 request).
+    pub fn is_h2(&self) -> bool {
+        self.0.h2.load(Ordering::Relaxed)
     }
 
     /// The connection became a tunnel; it stays busy until the guard drops.

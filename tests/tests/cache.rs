@@ -82,6 +82,14 @@ impl Scripted {
             .count()
     }
 
+    /// The requests received so far for `path`, in order.
+    fn seen_for(&self, path: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path() == path)
+            .collect()
+    }
+
     /// Every request received so far, in order.
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
@@ -1324,7 +1332,7 @@ async fn unsafe_methods_invalidate_on_success_and_same_origin_locations() {
 }
 
 #[tokio::test]
-async fn head_is_served_from_a_stored_get_and_never_stored() {
+async fn head_is_served_from_a_stored_get_and_a_head_miss_fills_with_a_get() {
     let origin = scripted(|s| {
         reply(
             200,
@@ -1343,17 +1351,103 @@ async fn head_is_served_from_a_stored_get_and_never_stored() {
     assert_hit(&head);
     assert_eq!(origin.hits(), 1);
 
-    let head = call(p.http, request("HEAD", "/head-only", &[])).await;
+    // A HEAD miss goes upstream as a GET (`convert_head`, on by default): the client gets
+    // the head, the body goes into the cache, and the next GET is a hit.
+    let head = call(p.http, request("HEAD", "/head-first", &[])).await;
     assert_eq!(head.status, 200);
-    assert_eq!(origin.hits_for("/head-only"), 1);
-    let get = fetch(&p, "/head-only").await;
-    assert_miss(&get);
+    assert_eq!(head.h("content-length"), Some("77"));
+    assert!(head.body.is_empty());
+    assert_tokens(&head, &["fwd=uri-miss", "stored"]);
+    let seen = origin.seen_for("/head-first");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, Method::GET);
+    let get = fetch(&p, "/head-first").await;
+    assert_hit(&get);
     assert_eq!(get.body.len(), 77);
+    assert_eq!(origin.hits_for("/head-first"), 1);
+}
+
+/// A HEAD miss whose GET may not be stored: the client still gets the head; what follows is
+/// hit-for-miss, so the next HEAD goes upstream as a HEAD.
+#[tokio::test]
+async fn a_head_miss_for_an_uncacheable_response_answers_the_head() {
+    let origin = scripted(|_| reply(200, &[("cache-control", "no-store")], "x".repeat(5000))).await;
+    let p = cached(&origin).await;
+    for _ in 0..2 {
+        let head = call(p.http, request("HEAD", "/n", &[])).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(head.h("content-length"), Some("5000"));
+        assert!(head.body.is_empty());
+        assert_lacks(&head, &["stored"]);
+    }
+    let methods: Vec<Method> = origin
+        .seen_for("/n")
+        .into_iter()
+        .map(|s| s.method)
+        .collect();
+    assert_eq!(methods, [Method::GET, Method::HEAD]);
+    assert_eq!(fetch(&p, "/n").await.body.len(), 5000);
+}
+
+/// `convert_head = false`: a HEAD goes upstream as a HEAD and is never stored; a 200 to it
+/// updates the stored GET when its validators and length agree, and makes it stale when they
+/// do not (RFC 9111 §4.3.5).
+#[tokio::test]
+async fn without_convert_head_a_head_updates_or_invalidates_the_stored_get() {
+    // The origin's ETag and X-V come from the request, so each HEAD can say what changed.
+    let origin = scripted(|s| {
+        let etag = s.h("x-etag").unwrap_or("\"v1\"");
+        let v = s.h("x-v").unwrap_or("get");
+        reply(
+            200,
+            &[("cache-control", "max-age=100"), ("etag", etag), ("x-v", v)],
+            "hello",
+        )
+    })
+    .await;
+    let p = builder(&origin.origin, "convert_head = false")
+        .start()
+        .await;
+
+    let head = call(p.http, request("HEAD", "/only", &[])).await;
+    assert_eq!(head.status, 200);
+    assert_lacks(&head, &["stored"]);
+    assert_miss(&fetch(&p, "/only").await);
+    assert_eq!(origin.seen_for("/only")[0].method, Method::HEAD);
+
+    assert_miss(&fetch(&p, "/u").await);
+    // `no-cache` makes the HEAD go upstream though a fresh GET is stored.
+    let force = ("cache-control", "no-cache");
+    let head = call(
+        p.http,
+        request(
+            "HEAD",
+            "/u",
+            &[force, ("x-etag", "\"v1\""), ("x-v", "head")],
+        ),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(origin.seen_for("/u")[1].method, Method::HEAD);
+    let get = fetch(&p, "/u").await;
+    assert_hit(&get);
     assert_eq!(
-        origin.hits_for("/head-only"),
-        2,
-        "a HEAD response is not stored"
+        get.h("x-v"),
+        Some("head"),
+        "the HEAD updated the stored headers"
     );
+    assert_eq!(get.body, "hello");
+    assert_eq!(origin.hits_for("/u"), 2);
+
+    // A HEAD with another ETag: the stored GET is stale, the next GET goes upstream.
+    call(
+        p.http,
+        request("HEAD", "/u", &[force, ("x-etag", "\"v2\"")]),
+    )
+    .await;
+    let get = fetch(&p, "/u").await;
+    assert_lacks(&get, &["hit"]);
+    assert_eq!(origin.hits_for("/u"), 4);
 }
 
 #[tokio::test]

@@ -387,15 +387,15 @@ async fn chunked_body_growing_past_limit_is_413_and_closes() {
     assert_serves(&proxy).await;
 }
 
-/// The same while the client is still uploading (16 MiB, reading concurrently): it gets the
-/// 413, then the connection is closed under it, so the rest of the upload is never read.
-/// (Over loopback the 413 arrives before the reset; hyper does no nginx-style lingering close.)
+/// The same while the client is still uploading (48 MiB, reading concurrently): it gets the
+/// 413, and the rest of the upload is read and discarded only up to the lingering close's
+/// byte bound (32 MiB); then the connection is closed under it.
 #[tokio::test]
 async fn chunked_upload_still_streaming_gets_413_then_close() {
     let (_origin, proxy) = proxy_with_echo("[limits]\nmax_request_body = \"1KiB\"").await;
     let s = TcpStream::connect(proxy.http).await.unwrap();
     let (mut r, mut w) = s.into_split();
-    const CHUNKS: usize = 4096;
+    const CHUNKS: usize = 12 * 1024;
     let writer = tokio::spawn(async move {
         w.write_all(b"POST / HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n")
             .await
@@ -415,6 +415,145 @@ async fn chunked_upload_still_streaming_gets_413_then_close() {
     let sent = guarded("upload stops", writer).await.unwrap();
     assert!(sent < CHUNKS, "the proxy read the whole oversized upload");
     assert_serves(&proxy).await;
+}
+
+/// Writes `head` and then `body_len` bytes of body as a simple client would (all of it, then
+/// read), ignoring write errors, and returns what it reads back until the close. Without a
+/// lingering close the proxy's close with unread bytes resets the connection, and the reset
+/// destroys the error response before the client reads it.
+async fn upload_then_read(addr: SocketAddr, head: &[u8], body_len: usize) -> (String, usize) {
+    upload_then_read_over(TcpStream::connect(addr).await.unwrap(), head, body_len).await
+}
+
+async fn upload_then_read_over<S>(mut s: S, head: &[u8], body_len: usize) -> (String, usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut sent = 0;
+    if s.write_all(head).await.is_ok() {
+        let chunk = vec![b'x'; 64 * 1024];
+        while sent < body_len {
+            let n = chunk.len().min(body_len - sent);
+            if s.write_all(&chunk[..n]).await.is_err() {
+                break;
+            }
+            sent += n;
+        }
+    }
+    let mut out = Vec::new();
+    let read = guarded("response after upload", s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "reading the answer failed after {sent} of {body_len} body bytes: {:?}; got {:?}",
+        read.err(),
+        String::from_utf8_lossy(&out)
+    );
+    (String::from_utf8_lossy(&out).into_owned(), sent)
+}
+
+/// Lingering close (nginx's `lingering_close`): after answering 413 to a body it will not
+/// read, the proxy reads and discards the rest of the upload before closing, so a client that
+/// writes its whole request before reading still gets the 413 instead of a reset.
+#[tokio::test]
+async fn oversized_upload_written_before_reading_still_gets_413() {
+    let (origin, proxy) = proxy_with_echo("[limits]\nmax_request_body = \"1KiB\"").await;
+    // Far more than the socket buffers hold, so the close comes while the client still writes.
+    let len = 12 << 20;
+    let head = format!("POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: {len}\r\n\r\n");
+    let (resp, sent) = upload_then_read(proxy.http, head.as_bytes(), len).await;
+    assert_eq!(raw_status(&resp), 413, "{resp}");
+    assert_eq!(
+        sent, len,
+        "the upload was cut before the client could read the 413"
+    );
+    assert_eq!(origin.hits(), 0);
+    // Chunked: the limit is found while streaming, the same linger follows.
+    let head =
+        b"POST / HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\nC00000\r\n";
+    let (resp, sent) = upload_then_read(proxy.http, head, len).await;
+    assert_eq!(raw_status(&resp), 413, "{resp}");
+    assert_eq!(sent, len, "the chunked upload was cut");
+    assert_serves(&proxy).await;
+}
+
+/// The same over TLS (the discarded bytes are TLS records, read under the TLS layer).
+#[tokio::test]
+async fn oversized_upload_over_tls_still_gets_413() {
+    let certs = Certs::new();
+    let leaf = certs.issue("site", &["example.test"]);
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::for_origin(&origin)
+        .tls(&[&leaf])
+        .toml("[limits]\nmax_request_body = \"1KiB\"")
+        .start()
+        .await;
+    let tls = tls_connect(
+        proxy.https.unwrap(),
+        "example.test",
+        certs.client_config(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let len = 12 << 20;
+    let head = format!("POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: {len}\r\n\r\n");
+    let (resp, sent) = upload_then_read_over(tls, head.as_bytes(), len).await;
+    assert_eq!(raw_status(&resp), 413, "{resp}");
+    assert_eq!(
+        sent, len,
+        "the upload was cut before the client could read the 413"
+    );
+    assert_eq!(origin.hits(), 0);
+}
+
+/// The same for a request head over the limit: hyper answers 431 with the rest of the head
+/// and a body unread.
+#[tokio::test]
+async fn oversized_head_followed_by_a_body_still_gets_431() {
+    let (origin, proxy) = proxy_with_echo("[limits]\nmax_request_header_size = \"16KiB\"").await;
+    let big = "v".repeat(20 * 1024);
+    let len = 12 << 20;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: example.test\r\nX-Big: {big}\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let (resp, sent) = upload_then_read(proxy.http, head.as_bytes(), len).await;
+    assert_eq!(raw_status(&resp), 431, "{resp}");
+    assert_eq!(
+        sent, len,
+        "the upload was cut before the client could read the 431"
+    );
+    assert_eq!(origin.hits(), 0);
+    assert_serves(&proxy).await;
+}
+
+/// Lingering is bounded: a client that never stops sending is cut off after
+/// `timeouts.lingering`.
+#[tokio::test]
+async fn lingering_is_bounded_in_time() {
+    let (_origin, proxy) =
+        proxy_with_echo("[limits]\nmax_request_body = \"1KiB\"\n[timeouts]\nlingering = \"300ms\"")
+            .await;
+    let s = TcpStream::connect(proxy.http).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    // Declares far more than is ever sent and keeps trickling, so only the bound ends it.
+    let writer = tokio::spawn(async move {
+        w.write_all(
+            b"POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: 100000000000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut interval = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..1500 {
+            interval.tick().await;
+            if w.write_all(&[b'x'; 512]).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let mut out = Vec::new();
+    let _ = guarded("413 then close", r.read_to_end(&mut out)).await;
+    assert_eq!(raw_status(&String::from_utf8_lossy(&out)), 413);
+    assert!(guarded("cut off", writer).await.unwrap(), "never cut off");
 }
 
 #[tokio::test]

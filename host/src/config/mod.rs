@@ -222,6 +222,9 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub shutdown_grace: Duration,
+    /// How long a closing HTTP/1.1 connection reads and discards what the client still sends
+    /// (`listener::linger`); zero = close at once.
+    pub lingering: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -247,6 +250,8 @@ pub struct CacheConfig {
     pub stale_on_error: Duration,
     /// Also serve it (within `stale_on_error`) when the origin answers 500, 502, 503 or 504.
     pub stale_on_5xx: bool,
+    /// A HEAD miss fetches (and stores) the GET, as nginx's `proxy_cache_convert_head`.
+    pub convert_head: bool,
     /// Add `X-Cache: HIT|MISS`.
     pub x_cache: bool,
     /// The cache's name in `Cache-Status` (RFC 9211 §2).
@@ -262,6 +267,7 @@ impl Default for CacheConfig {
             hit_for_miss: Duration::from_secs(30),
             stale_on_error: Duration::ZERO,
             stale_on_5xx: false,
+            convert_head: true,
             x_cache: false,
             name: "sluice".into(),
         }
@@ -418,6 +424,7 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(3),
             upstream_response: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            lingering: Duration::from_secs(5),
         }
     }
 }

@@ -47,6 +47,7 @@ pub struct RawCache {
     #[serde(default, deserialize_with = "duration")]
     pub stale_on_error: Option<std::time::Duration>,
     pub stale_on_5xx: Option<bool>,
+    pub convert_head: Option<bool>,
     pub x_cache: Option<bool>,
     pub name: Option<String>,
 }
@@ -245,6 +246,8 @@ pub struct RawTimeouts {
     pub upstream_response: Option<std::time::Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub lingering: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

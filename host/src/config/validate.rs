@@ -194,6 +194,7 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
             cx,
         )?,
         shutdown_grace: t.shutdown_grace.unwrap_or(d.shutdown_grace),
+        lingering: t.lingering.unwrap_or(d.lingering),
     };
 
     let dl = Limits::default();
@@ -355,6 +356,7 @@ fn cache(c: super::raw::RawCache, cx: &Ctx) -> Result<CacheConfig, ConfigError> 
         hit_for_miss: c.hit_for_miss.unwrap_or(d.hit_for_miss),
         stale_on_error: c.stale_on_error.unwrap_or(d.stale_on_error),
         stale_on_5xx: c.stale_on_5xx.unwrap_or(d.stale_on_5xx),
+        convert_head: c.convert_head.unwrap_or(d.convert_head),
         x_cache: c.x_cache.unwrap_or(false),
         name,
     })

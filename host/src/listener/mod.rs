@@ -2,6 +2,7 @@
 //! serving (ALPN on TLS, prior knowledge on cleartext), client timeouts and graceful drain.
 
 pub mod h2guard;
+pub mod linger;
 pub mod reload;
 pub mod tls;
 pub mod workers;
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use linger::{LingerCfg, Lingering};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -196,8 +198,7 @@ impl Listener {
             let tls = self.tls.clone();
             let name = self.name.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = serve(stream, peer, tls, name, &shared).await {
+                if let Err(e) = serve(stream, peer, permit, tls, name, &shared).await {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                 }
             });
@@ -232,15 +233,27 @@ fn reject_overloaded(stream: TcpStream, tls: bool, shared: &Shared) {
     });
 }
 
+/// Serves one accepted connection; `permit` (its `max_connections` slot) is held until the
+/// socket is closed, lingering included.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
     tls: Option<TlsAcceptor>,
     listener: Arc<str>,
     shared: &Shared,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let activity = Activity::new(shared.drain.clone());
+    let stream = Lingering::new(
+        stream,
+        LingerCfg {
+            time: shared.timeouts.lingering,
+            shutdown: shared.shutdown.clone(),
+            permit,
+            activity: activity.clone(),
+        },
+    );
     match tls {
         None => {
             let info = Arc::new(ConnInfo::new(peer, false, None, listener, activity.clone()));
@@ -376,6 +389,8 @@ async fn serve_http<C: Graceful>(info: Arc<ConnInfo>, shared: &Shared, conn: C) 
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(client = %info.client, error = %e, "connection error");
+                    // hyper answered a bad head (400/431) and stopped reading it.
+                    activity.linger_on_close();
                 }
                 return;
             }

@@ -333,9 +333,12 @@ impl Proxy {
                 bump(&c.cache.stats.misses);
             }
             let st = Status::fwd(why);
-            // A HEAD or a range request cannot fill the cache: forward it as it is.
-            if head || ranged {
-                return self.fetch(&c, &out, req, None, None, st, false).await;
+            // A range request cannot fill the cache, nor can a HEAD unless it is converted
+            // into a GET: forward it as it is. A 200 to the HEAD may still update what is
+            // stored (RFC 9111 §4.3.5), so it takes the stored response along.
+            if ranged || (head && !c.cache.config.convert_head) {
+                let obj = obj.filter(|_| head);
+                return self.fetch(&c, &out, req, obj, None, st, false).await;
             }
             match c.cache.join(&c.key) {
                 Ok(leader) => return self.fetch(&c, &out, req, obj, Some(leader), st, true).await,
@@ -431,7 +434,9 @@ impl Proxy {
 
     /// Goes upstream for a request the store could not answer: conditionally when
     /// `validating` has validators, storing the response when `store` and RFC 9111 allow.
-    /// `leader` (this request's claim on the key) is held until the object is stored.
+    /// `leader` (this request's claim on the key) is held until the object is stored. A HEAD
+    /// to store for is sent as a GET (`convert_head`): the client gets the head, the body
+    /// goes on into the cache.
     #[allow(clippy::too_many_arguments)]
     async fn fetch(
         self: &Arc<Self>,
@@ -446,6 +451,11 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let mut client = HeaderMap::new();
         let mut request_headers = HeaderMap::new();
+        let head = c.facts.method == Method::HEAD;
+        let converted = store && head;
+        if converted {
+            parts.method = Method::GET;
+        }
         if store {
             // Fetch the full response to fill the cache; the client's own conditions are
             // answered from it afterwards.
@@ -522,6 +532,9 @@ impl Proxy {
                 st.detail = Some(rule);
                 return Ok((self.serve(c, out, &client, obj, st, false), None));
             }
+            if head && !store && status == StatusCode::OK {
+                self.update_from_head(c, obj, answer.response.headers(), when);
+            }
         }
         let mut answer = answer;
         let changes = match self.upstream_phase(out, &mut answer) {
@@ -538,8 +551,18 @@ impl Proxy {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .is_some_and(|n| n > c.cache.config.max_object_size);
+            let as_get;
+            let facts = if converted {
+                as_get = RequestFacts {
+                    method: Method::GET,
+                    ..c.facts.clone()
+                };
+                &as_get
+            } else {
+                &c.facts
+            };
             let evaluated = Meta::evaluate(
-                &c.facts,
+                facts,
                 &request_headers,
                 status,
                 answer.response.headers(),
@@ -570,6 +593,7 @@ impl Proxy {
                 }
             }
         }
+        let filling = fill.is_some();
         let (mut resp, endpoint) = self.upstream_response(c, out, answer, st, fill, &changes.edits);
         if store && resp.status() == StatusCode::OK && not_modified(&client, resp.headers()) {
             // The client already has it: answer 304 and finish filling the cache without it.
@@ -577,8 +601,44 @@ impl Proxy {
             tokio::spawn(drain(body));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             keep_304_fields(resp.headers_mut());
+        } else if converted {
+            // The client asked HEAD: the body only fills the cache (one not stored is dropped,
+            // which closes its upstream connection rather than read what nobody wants).
+            let body = std::mem::replace(resp.body_mut(), ResponseBody::empty());
+            if filling {
+                tokio::spawn(drain(body));
+            }
         }
         Ok((resp, endpoint))
+    }
+
+    /// RFC 9111 §4.3.5: a 200 to a HEAD updates the stored GET response it would have
+    /// selected when every validator it carries (`ETag`, `Last-Modified`) and its
+    /// `Content-Length` agree with the stored ones, and otherwise makes that response stale.
+    /// A HEAD answer with none of the three proves nothing, nor may one that forbids storing
+    /// update anything: both make it stale too.
+    fn update_from_head(&self, c: &CacheRequest, obj: &Object, head: &HeaderMap, when: Exchange) {
+        let agrees = |name: &HeaderName| {
+            head.get(name)
+                .is_none_or(|v| obj.headers.get(name) == Some(v))
+        };
+        let length_agrees = head.get(header::CONTENT_LENGTH).is_none_or(|v| {
+            v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) == Some(obj.body.len())
+        });
+        let proof = [header::ETAG, header::LAST_MODIFIED, header::CONTENT_LENGTH]
+            .iter()
+            .any(|n| head.contains_key(n));
+        if proof && agrees(&header::ETAG) && agrees(&header::LAST_MODIFIED) && length_agrees {
+            let meta = Meta::refreshed(obj, head, c.policy.ttl_secs, when);
+            if !meta.directives.no_store && !matches!(meta.directives.private, Qualified::All) {
+                c.cache.insert(
+                    c.key.clone(),
+                    Object::new(meta, obj.body.clone(), c.key.len()),
+                );
+                return;
+            }
+        }
+        obj.invalidate();
     }
 
     /// A response from the store.

@@ -177,6 +177,9 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let guard = conn.activity.request_started(req.version());
+        if req.version() != http::Version::HTTP_2 && !http_body::Body::is_end_stream(req.body()) {
+            conn.activity.linger_on_close();
+        }
         let client = forwarded::admit(&self.settings, conn.client.ip(), req.headers_mut());
         let record = self
             .access_log
