@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use sluice::cache::directives::RequestDirectives;
-use sluice::cache::object::{Exchange, Meta, Object, RequestFacts};
+use sluice::cache::object::{Context, Exchange, Meta, Object, RequestFacts};
 use sluice::cache::{Cache, Lookup, key};
 use sluice::config::CacheConfig;
 
@@ -46,9 +46,13 @@ fn facts() -> RequestFacts {
 }
 
 fn store(cache: &Cache, url: &str, body: &Bytes) {
+    let config = CacheConfig::default();
     let meta = Meta::evaluate(
         &facts(),
-        &request(),
+        Context {
+            request_headers: &request(),
+            config: &config,
+        },
         StatusCode::OK,
         &response(),
         None,
@@ -108,11 +112,15 @@ fn hit_path(c: &mut Criterion) {
         })
     });
     let resp = response();
+    let config = CacheConfig::default();
     g.bench_function("evaluate_storable", |b| {
         b.iter(|| {
             black_box(Meta::evaluate(
                 &facts(),
-                &req,
+                Context {
+                    request_headers: &req,
+                    config: &config,
+                },
                 StatusCode::OK,
                 &resp,
                 None,

@@ -1234,6 +1234,262 @@ async fn vary_accept_encoding_keeps_one_variant_per_value() {
     assert_eq!(origin.hits(), 2);
 }
 
+/// Equivalent selecting values share a variant (RFC 9111 §4.1): `Accept-Encoding` and
+/// `Accept-Language` by default ignore whitespace, member order and case; a field named in
+/// `[cache.vary]` compares as configured; any other field compares exactly.
+#[tokio::test]
+async fn vary_normalises_equivalent_values_per_field() {
+    let origin = scripted(|_| {
+        reply(
+            200,
+            &[
+                ("cache-control", "max-age=100"),
+                (
+                    "vary",
+                    "Accept-Encoding, Accept-Language, X-Device, X-Exact",
+                ),
+            ],
+            "v",
+        )
+    })
+    .await;
+    let p = builder(&origin.origin, "[cache.vary]\nx-device = \"tokens\"\n")
+        .start()
+        .await;
+    let ask = |ae: &'static str, al: &'static str, dev: &'static str, exact: &'static str| {
+        [
+            ("accept-encoding", ae),
+            ("accept-language", al),
+            ("x-device", dev),
+            ("x-exact", exact),
+        ]
+    };
+    let first = fetch_with(
+        &p,
+        "/n",
+        &ask("gzip, br", "en-US, de;q=0.5", "Mobile", "a, b"),
+    )
+    .await;
+    assert_tokens(&first, &["fwd=uri-miss", "stored"]);
+    let same = fetch_with(
+        &p,
+        "/n",
+        &ask("br,gzip", "DE ; q=0.5,en-us", "mobile", "a, b"),
+    )
+    .await;
+    assert_hit(&same);
+    assert_eq!(origin.hits(), 1);
+    for (what, headers) in [
+        (
+            "another encoding",
+            ask("gzip", "en-US, de;q=0.5", "Mobile", "a, b"),
+        ),
+        (
+            "another weight",
+            ask("gzip, br", "en-US, de;q=0.6", "Mobile", "a, b"),
+        ),
+        (
+            "X-Exact's spacing",
+            ask("gzip, br", "en-US, de;q=0.5", "Mobile", "a,b"),
+        ),
+    ] {
+        let other = fetch_with(&p, "/n", &headers).await;
+        assert_tokens(&other, &["fwd=vary-miss"]);
+        assert!(!has_token(&cache_status(&other), "hit"), "{what}");
+    }
+}
+
+/// `accept-encoding = "exact"` turns the default normalisation off.
+#[tokio::test]
+async fn vary_normalisation_can_be_turned_off_per_field() {
+    let origin = always_vary("accept-encoding").await;
+    let p = builder(
+        &origin.origin,
+        "[cache.vary]\naccept-encoding = \"exact\"\n",
+    )
+    .start()
+    .await;
+    fetch_with(&p, "/e", &[("accept-encoding", "gzip, br")]).await;
+    let other = fetch_with(&p, "/e", &[("accept-encoding", "br, gzip")]).await;
+    assert_tokens(&other, &["fwd=vary-miss"]);
+    assert_eq!(origin.hits(), 2);
+}
+
+/// An origin that answers each path with the header fields the test's table gives it.
+async fn answering(
+    table: &'static [(&'static str, &'static [(&'static str, &'static str)])],
+) -> Scripted {
+    scripted(move |s| {
+        let fields = table
+            .iter()
+            .find(|(p, _)| *p == s.path())
+            .unwrap_or_else(|| panic!("no answer for {}", s.path()))
+            .1;
+        reply(200, fields, format!("{} {}", s.path(), s.nth))
+    })
+    .await
+}
+
+/// RFC 9213: `CDN-Cache-Control` (the default target) replaces `Cache-Control` and `Expires`
+/// for this cache, directive by directive; an invalid one is ignored; other targeted fields
+/// change nothing; the field is passed on to the client by default.
+#[tokio::test]
+async fn cdn_cache_control_takes_precedence_over_cache_control() {
+    const TABLE: &[(&str, &[(&str, &str)])] = &[
+        // Stored although Cache-Control says no-store.
+        (
+            "/store",
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+        ),
+        // Not stored although Cache-Control allows it.
+        (
+            "/no-store",
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+        ),
+        (
+            "/private",
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", "private"),
+            ],
+        ),
+        (
+            "/s-maxage",
+            &[
+                ("cache-control", "max-age=0"),
+                ("cdn-cache-control", "s-maxage=60"),
+            ],
+        ),
+        // Stored, but not fresh: used only after revalidation.
+        (
+            "/no-cache",
+            &[
+                ("cdn-cache-control", "no-cache, max-age=60"),
+                ("etag", "\"e\""),
+            ],
+        ),
+        // Expires does not count once a targeted field decides.
+        (
+            "/expires",
+            &[
+                ("expires", "Fri, 01 Jan 2100 00:00:00 GMT"),
+                ("cdn-cache-control", "must-revalidate"),
+            ],
+        ),
+        // Invalid (not a Dictionary): Cache-Control decides.
+        (
+            "/invalid",
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=60,"),
+            ],
+        ),
+        // Not on the target list: no effect.
+        (
+            "/other",
+            &[
+                ("cache-control", "max-age=60"),
+                ("other-cache-control", "no-store"),
+            ],
+        ),
+    ];
+    let origin = answering(TABLE).await;
+    let p = cached(&origin).await;
+    for (path, stored) in [
+        ("/store", true),
+        ("/no-store", false),
+        ("/private", false),
+        ("/s-maxage", true),
+        ("/expires", false),
+        ("/invalid", true),
+        ("/other", true),
+    ] {
+        let first = fetch(&p, path).await;
+        assert_eq!(
+            has_token(&cache_status(&first), "stored"),
+            stored,
+            "{path}: {first:?}"
+        );
+        let again = fetch(&p, path).await;
+        assert_eq!(
+            has_token(&cache_status(&again), "hit"),
+            stored,
+            "{path}: {again:?}"
+        );
+        assert_eq!(origin.hits_for(path), if stored { 1 } else { 2 }, "{path}");
+    }
+    assert_eq!(
+        fetch(&p, "/store").await.h("cdn-cache-control"),
+        Some("max-age=60")
+    );
+    fetch(&p, "/no-cache").await;
+    let again = fetch(&p, "/no-cache").await;
+    assert_lacks(&again, &["hit"]);
+    assert_eq!(
+        origin.seen_for("/no-cache")[1].h("if-none-match"),
+        Some("\"e\"")
+    );
+}
+
+/// A configured target list: the first valid field wins; `forward_targeted = false` keeps
+/// every targeted field from clients, from the origin and from the store.
+#[tokio::test]
+async fn the_target_list_is_configurable_and_targeted_fields_can_be_withheld() {
+    let origin = answering(&[
+        (
+            "/ours",
+            &[
+                ("cache-control", "no-store"),
+                ("sluice-cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+        ),
+        (
+            "/fallback",
+            &[
+                ("sluice-cache-control", "max-age=60, oops=\""),
+                ("cdn-cache-control", "no-store"),
+            ],
+        ),
+    ])
+    .await;
+    let p = builder(
+        &origin.origin,
+        "targeted = [\"sluice-cache-control\", \"cdn-cache-control\"]\nforward_targeted = false",
+    )
+    .start()
+    .await;
+    let first = fetch(&p, "/ours").await;
+    assert_tokens(&first, &["stored"]);
+    let hit = fetch(&p, "/ours").await;
+    assert_hit(&hit);
+    for got in [&first, &hit] {
+        assert_eq!(got.h("sluice-cache-control"), None);
+        assert_eq!(got.h("cdn-cache-control"), None);
+        assert_eq!(got.h("cache-control"), Some("no-store"));
+    }
+    let first = fetch(&p, "/fallback").await;
+    assert_lacks(&first, &["stored"]);
+}
+
+/// An origin whose every answer is fresh for 100 s and varies on `field`.
+async fn always_vary(field: &'static str) -> Scripted {
+    scripted(move |s| {
+        reply(
+            200,
+            &[("cache-control", "max-age=100"), ("vary", field)],
+            format!("{} {}", s.path(), s.nth),
+        )
+    })
+    .await
+}
+
 #[tokio::test]
 async fn vary_star_never_matches() {
     let origin = scripted(|s| {

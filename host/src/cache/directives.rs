@@ -223,15 +223,34 @@ pub struct ResponseDirectives {
     pub immutable: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// They came from a targeted field (RFC 9213), so `Expires` does not count either.
+    pub targeted: bool,
 }
 
 impl ResponseDirectives {
-    /// One pass over the members, no allocation unless a directive names fields.
+    /// `Cache-Control`: one pass over the members, no allocation unless a directive names
+    /// fields.
     pub fn parse(headers: &http::HeaderMap) -> Self {
+        // A response's `Pragma` is ignored (RFC 9111 §5.4 defines it for requests only).
+        Self::from_members(members(headers.get_all(http::header::CACHE_CONTROL)))
+    }
+
+    /// RFC 9213 §2.1: the first field of `targets` (in that order) with a valid, non-empty
+    /// value decides, and `Cache-Control` and `Expires` are ignored; without one,
+    /// [`ResponseDirectives::parse`].
+    pub fn parse_targeted(headers: &http::HeaderMap, targets: &[HeaderName]) -> Self {
+        for name in targets {
+            if let Some(d) = targeted(headers, name) {
+                return d;
+            }
+        }
+        Self::parse(headers)
+    }
+
+    fn from_members<'a>(members: impl Iterator<Item = Directive<'a>>) -> Self {
         let mut r = ResponseDirectives::default();
         let (mut swr, mut sie) = (None, None);
-        // A response's `Pragma` is ignored (RFC 9111 §5.4 defines it for requests only).
-        for d in members(headers.get_all(http::header::CACHE_CONTROL)) {
+        for d in members {
             match &*d.name {
                 "max-age" => merge_seconds(&mut r.max_age, &d),
                 "s-maxage" => merge_seconds(&mut r.s_maxage, &d),
@@ -252,7 +271,59 @@ impl ResponseDirectives {
         r.stale_if_error = sie.flatten();
         r
     }
+}
 
+/// The directives of targeted field `name` (RFC 9213 §2.2), or `None` when it is absent,
+/// not a Structured Fields Dictionary (RFC 9651), or empty. Each member is a directive with
+/// the same meaning as in `Cache-Control`, typed: seconds (`max-age`, `s-maxage`,
+/// `stale-*`) are a non-negative Integer, `no-cache` and `private` a Boolean true or a String
+/// of field names, the others a Boolean true. A member of another type (`max-age=-1`,
+/// `max-age=1.5`, a bare `max-age`, `no-store=?0`, an inner list) is ignored like an unknown
+/// directive, and parameters are ignored.
+fn targeted(headers: &http::HeaderMap, name: &HeaderName) -> Option<ResponseDirectives> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?;
+    let mut value = Cow::Borrowed(first.as_bytes());
+    for more in lines {
+        // Several lines are one value joined with commas (RFC 9651 §4.2).
+        let v = value.to_mut();
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(more.as_bytes());
+    }
+    let dict: sfv::Dictionary = sfv::Parser::new(value.as_ref()).parse().ok()?;
+    if dict.is_empty() {
+        return None;
+    }
+    let members = dict.iter().filter_map(|(key, entry)| {
+        let sfv::ListEntry::Item(item) = entry else {
+            return None;
+        };
+        let name = key.as_str();
+        let seconds = matches!(
+            name,
+            "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error"
+        );
+        let fields = matches!(name, "no-cache" | "private");
+        let value = match &item.bare_item {
+            sfv::BareItem::Integer(n) if seconds && i64::from(*n) >= 0 => {
+                Some(Cow::Owned(n.to_string()))
+            }
+            sfv::BareItem::Boolean(true) if !seconds => None,
+            sfv::BareItem::String(s) if fields => Some(Cow::Borrowed(s.as_str())),
+            _ => return None,
+        };
+        Some(Directive {
+            name: Cow::Borrowed(name),
+            value,
+        })
+    });
+    Some(ResponseDirectives {
+        targeted: true,
+        ..ResponseDirectives::from_members(members)
+    })
+}
+
+impl ResponseDirectives {
     /// Whether the response may be stored although a request carried `Authorization`
     /// (RFC 9111 §3.5).
     pub fn allows_authorized(&self) -> bool {

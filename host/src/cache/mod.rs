@@ -4,6 +4,7 @@
 //! - [`key`]: the default key (normalised URL); a policy may set its own.
 //! - [`directives`]: `Cache-Control`, dates, `Age`.
 //! - [`object`]: storability, freshness and age of a stored response.
+//! - [`vary`]: variant selection and the normalisation of selecting fields.
 //! - this file: the store (one entry per key holding its `Vary` variants), in-flight fetches
 //!   (coalescing), hit-for-miss markers, purge and stats.
 //!
@@ -15,6 +16,7 @@ pub mod key;
 pub mod object;
 #[cfg(test)]
 mod tests;
+pub mod vary;
 
 use crate::config::CacheConfig;
 use bytes::Bytes;

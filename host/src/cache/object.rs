@@ -2,6 +2,8 @@
 //! (§3), how long it is fresh (§4.2.1, §4.2.2) and how old it is (§4.2.3).
 
 use super::directives::{self, Qualified, RequestDirectives, ResponseDirectives};
+use super::vary::Vary;
+use crate::config::CacheConfig;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -49,6 +51,14 @@ pub struct RequestFacts {
     pub directives: RequestDirectives,
 }
 
+/// What else storing a response depends on: the request's header fields (for `Vary`) and
+/// the cache's settings (how `Vary` compares, the targeted fields).
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub request_headers: &'a HeaderMap,
+    pub config: &'a CacheConfig,
+}
+
 /// When the exchange happened, for the age calculation (RFC 9111 §4.2.3).
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange {
@@ -66,72 +76,6 @@ impl Exchange {
             response_wall: SystemTime::now(),
         }
     }
-}
-
-/// The request header fields a stored response was selected with (its `Vary`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Vary {
-    /// `(field, the request's field lines joined with ", ")`, in the order `Vary` names them.
-    pub fields: Vec<(HeaderName, Option<Bytes>)>,
-}
-
-impl Vary {
-    /// `None` for `Vary: *` (never matches, so not stored).
-    fn capture(response: &HeaderMap, request: &HeaderMap) -> Option<Vary> {
-        let mut fields: Vec<(HeaderName, Option<Bytes>)> = Vec::new();
-        for line in response.get_all(header::VARY) {
-            let Ok(line) = line.to_str() else {
-                return None;
-            };
-            for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                if name == "*" {
-                    return None;
-                }
-                let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                    return None;
-                };
-                if !fields.iter().any(|(n, _)| *n == name) {
-                    let value = joined(request, &name);
-                    fields.push((name, value));
-                }
-            }
-        }
-        Some(Vary { fields })
-    }
-
-    /// Whether `request` selects this stored response (RFC 9111 §4.1).
-    pub fn matches(&self, request: &HeaderMap) -> bool {
-        self.fields.iter().all(|(name, stored)| {
-            let mut lines = request.get_all(name).iter();
-            match (lines.next(), lines.next(), stored) {
-                (None, _, None) => true,
-                (Some(one), None, Some(s)) => one.as_bytes() == s.as_ref(),
-                (Some(_), Some(_), Some(s)) => joined(request, name).as_deref() == Some(s.as_ref()),
-                _ => false,
-            }
-        })
-    }
-
-    fn same_fields(&self, other: &Vary) -> bool {
-        self.fields.len() == other.fields.len()
-            && self
-                .fields
-                .iter()
-                .zip(&other.fields)
-                .all(|(a, b)| a.0 == b.0)
-    }
-}
-
-/// A header's field lines joined with ", ", or `None` when it is absent.
-fn joined(h: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
-    let mut lines = h.get_all(name).iter();
-    let first = lines.next()?;
-    let mut v = first.as_bytes().to_vec();
-    for l in lines {
-        v.extend_from_slice(b", ");
-        v.extend_from_slice(l.as_bytes());
-    }
-    Some(Bytes::from(v))
 }
 
 /// Everything about a response but its body, decided when its head arrives.
@@ -160,7 +104,7 @@ impl Meta {
     /// protects privacy: `no-store`, `private`, `Authorization`, `Set-Cookie`.
     pub fn evaluate(
         req: &RequestFacts,
-        request_headers: &HeaderMap,
+        cx: Context<'_>,
         status: StatusCode,
         response: &HeaderMap,
         ttl: Option<u32>,
@@ -180,7 +124,7 @@ impl Meta {
         if status == StatusCode::NOT_MODIFIED {
             return Err("not modified");
         }
-        let d = ResponseDirectives::parse(response);
+        let d = ResponseDirectives::parse_targeted(response, &cx.config.targeted);
         // must-understand: a cache that understands the status may ignore no-store; one
         // that does not must not store the response (RFC 9111 §5.2.2.3).
         if d.no_store && !(d.must_understand && UNDERSTOOD.contains(&status.as_u16())) {
@@ -195,10 +139,10 @@ impl Meta {
         if response.contains_key(header::SET_COOKIE) && !d.public {
             return Err("set-cookie");
         }
-        let vary = Vary::capture(response, request_headers).ok_or("vary *")?;
+        let vary = Vary::capture(response, cx.request_headers, &cx.config.vary).ok_or("vary *")?;
         let explicit = d.s_maxage.is_some()
             || d.max_age.is_some()
-            || response.contains_key(header::EXPIRES)
+            || (response.contains_key(header::EXPIRES) && !d.targeted)
             || ttl.is_some();
         if !explicit && !d.public && !HEURISTIC.contains(&status.as_u16()) {
             return Err("no freshness");
@@ -244,6 +188,7 @@ impl Meta {
         not_modified: &HeaderMap,
         ttl: Option<u32>,
         when: Exchange,
+        config: &CacheConfig,
     ) -> Meta {
         let mut headers = old.headers.clone();
         for name in not_modified.keys() {
@@ -259,7 +204,7 @@ impl Meta {
                 headers.append(name.clone(), v.clone());
             }
         }
-        let d = ResponseDirectives::parse(&headers);
+        let d = ResponseDirectives::parse_targeted(&headers, &config.targeted);
         let (lifetime, initial_age) = clock(&d, &headers, not_modified, old.status, ttl, when);
         let mut tags: Vec<Box<str>> = old.tags.to_vec();
         for t in tags_of(not_modified) {
@@ -319,7 +264,7 @@ fn lifetime(d: &ResponseDirectives, h: &HeaderMap, date: SystemTime, status: Sta
     if let Some(v) = d.max_age {
         return v.unwrap_or(0);
     }
-    if let Some(expires) = directives::date(h, &header::EXPIRES) {
+    if let Some(expires) = directives::date(h, &header::EXPIRES).filter(|_| !d.targeted) {
         return expires
             .and_then(|e| e.duration_since(date).ok())
             .map_or(0, |d| d.as_secs());

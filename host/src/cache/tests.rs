@@ -38,7 +38,10 @@ fn evaluate_with(
 ) -> Result<Meta, NotStored> {
     Meta::evaluate(
         req,
-        &HeaderMap::new(),
+        Context {
+            request_headers: &HeaderMap::new(),
+            config: &crate::config::CacheConfig::default(),
+        },
         StatusCode::from_u16(status).unwrap(),
         &headers(pairs),
         ttl,
@@ -409,19 +412,29 @@ fn request_directives() {
 
 #[test]
 fn vary_selects_by_request_fields() {
-    let req = headers(&[("accept-encoding", "gzip")]);
+    let req = headers(&[("accept-encoding", "gzip, br"), ("x-v", "A, b")]);
     let m = Meta::evaluate(
         &get(),
-        &req,
+        Context {
+            request_headers: &req,
+            config: &crate::config::CacheConfig::default(),
+        },
         StatusCode::OK,
-        &headers(&[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")]),
+        &headers(&[
+            ("cache-control", "max-age=60"),
+            ("vary", "Accept-Encoding, X-V"),
+        ]),
         None,
         "http://h:80/",
         Exchange::now(),
     )
     .unwrap();
     assert!(m.vary.matches(&req));
-    assert!(!m.vary.matches(&headers(&[("accept-encoding", "br")])));
+    let with = |ae: &str, v: &str| headers(&[("accept-encoding", ae), ("x-v", v)]);
+    // Accept-Encoding is a case-insensitive token list by default; X-V compares exactly.
+    assert!(m.vary.matches(&with("BR,gzip", "A, b")));
+    assert!(!m.vary.matches(&with("br", "A, b")));
+    assert!(!m.vary.matches(&with("gzip, br", "A,b")));
     assert!(!m.vary.matches(&HeaderMap::new()));
 }
 
@@ -433,4 +446,129 @@ fn tags_from_both_headers() {
     ]));
     let t: Vec<&str> = t.iter().map(|s| &**s).collect();
     assert_eq!(t, ["a", "b", "c", "d"]);
+}
+
+fn targeted(pairs: &[(&str, &str)]) -> ResponseDirectives {
+    let cdn = http::header::HeaderName::from_static("cdn-cache-control");
+    ResponseDirectives::parse_targeted(&headers(pairs), &[cdn])
+}
+
+#[test]
+fn targeted_field_replaces_cache_control_directive_by_directive() {
+    let cc = ("cache-control", "no-store, private, max-age=5");
+    let r = targeted(&[cc, ("cdn-cache-control", "max-age=60")]);
+    assert!(r.targeted);
+    assert_eq!(r.max_age, Some(Some(60)));
+    assert!(!r.no_store && r.private == Qualified::Absent);
+    type Check = fn(&ResponseDirectives) -> bool;
+    let cases: Vec<(&str, Check)> = vec![
+        ("no-store", |r| r.no_store),
+        ("no-cache", |r| r.no_cache == Qualified::All),
+        ("private", |r| r.private == Qualified::All),
+        ("must-revalidate", |r| r.must_revalidate),
+        ("proxy-revalidate", |r| r.proxy_revalidate),
+        ("public", |r| r.public),
+        ("immutable", |r| r.immutable),
+        ("s-maxage=7", |r| r.s_maxage == Some(Some(7))),
+        ("stale-while-revalidate=9", |r| {
+            r.stale_while_revalidate == Some(9)
+        }),
+        ("stale-if-error=11", |r| r.stale_if_error == Some(11)),
+        ("private=\"set-cookie\"", |r| {
+            r.private == Qualified::Fields(vec![http::header::SET_COOKIE])
+        }),
+        // Parameters are ignored.
+        ("no-store;x=1", |r| r.no_store),
+    ];
+    for (field, check) in cases {
+        let r = targeted(&[("cache-control", "max-age=5"), ("cdn-cache-control", field)]);
+        assert!(r.targeted && check(&r), "{field}: {r:?}");
+        assert_eq!(r.max_age, None, "{field}: Cache-Control was ignored");
+    }
+}
+
+#[test]
+fn targeted_members_of_the_wrong_type_are_ignored() {
+    for field in [
+        "max-age=-1",
+        "max-age=1.5",
+        "max-age",
+        "max-age=\"60\"",
+        "max-age=(1 2)",
+        "no-store=?0",
+        "no-store=1",
+    ] {
+        let r = targeted(&[("cache-control", "max-age=5"), ("cdn-cache-control", field)]);
+        assert!(r.targeted, "{field}: still a valid field");
+        assert_eq!(r.max_age, None, "{field}");
+        assert!(!r.no_store, "{field}");
+    }
+}
+
+#[test]
+fn an_invalid_or_empty_targeted_field_falls_back_to_cache_control() {
+    for field in [
+        "max-age=60,",
+        "max-age=60;;",
+        "Max-Age=60",
+        "max-age=60, no-store=\"",
+        "",
+    ] {
+        let r = targeted(&[("cache-control", "max-age=5"), ("cdn-cache-control", field)]);
+        assert!(!r.targeted, "{field:?}");
+        assert_eq!(r.max_age, Some(Some(5)), "{field:?}");
+    }
+    // Several lines are one Dictionary.
+    let r = targeted(&[
+        ("cdn-cache-control", "max-age=60"),
+        ("cdn-cache-control", "no-cache"),
+    ]);
+    assert!(r.targeted && r.max_age == Some(Some(60)) && r.no_cache == Qualified::All);
+}
+
+#[test]
+fn the_first_valid_target_wins_and_expires_is_ignored_under_one() {
+    let ours = http::header::HeaderName::from_static("sluice-cache-control");
+    let cdn = http::header::HeaderName::from_static("cdn-cache-control");
+    let h = headers(&[
+        ("sluice-cache-control", "max-age=1"),
+        ("cdn-cache-control", "max-age=2"),
+    ]);
+    let r = ResponseDirectives::parse_targeted(&h, &[ours.clone(), cdn.clone()]);
+    assert_eq!(r.max_age, Some(Some(1)));
+    let h = headers(&[
+        ("sluice-cache-control", "max-age=1,"),
+        ("cdn-cache-control", "max-age=2"),
+    ]);
+    assert_eq!(
+        ResponseDirectives::parse_targeted(&h, &[ours, cdn]).max_age,
+        Some(Some(2))
+    );
+
+    let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(600));
+    let expires = ("expires", later.as_str());
+    assert!(lifetime(200, &[expires]) > 500);
+    // The default target list is CDN-Cache-Control.
+    let config = crate::config::CacheConfig::default();
+    let m = Meta::evaluate(
+        &get(),
+        Context {
+            request_headers: &HeaderMap::new(),
+            config: &config,
+        },
+        StatusCode::OK,
+        &headers(&[
+            expires,
+            ("cdn-cache-control", "must-revalidate"),
+            ("etag", "\"e\""),
+        ]),
+        None,
+        "http://h:80/",
+        Exchange::now(),
+    )
+    .expect("storable: it has a validator");
+    assert_eq!(
+        m.lifetime, 0,
+        "Expires does not count under a targeted field"
+    );
 }

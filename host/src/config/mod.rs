@@ -234,6 +234,43 @@ pub struct Limits {
     pub max_request_body: u64,
 }
 
+/// How a request field that `Vary` selects on is compared between requests (RFC 9111 §4.1
+/// allows the equivalences each mode applies; `cache/vary.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaryNorm {
+    /// Byte for byte, after joining the field's lines.
+    Exact,
+    /// A list (RFC 9110 §5.6.1): whitespace around members and parameters and empty members
+    /// do not count.
+    List,
+    /// A list whose order does not matter.
+    SortedList,
+    /// A list whose order does not matter, of case-insensitive tokens (`Accept-Encoding`,
+    /// `Accept-Language`, `Accept-Charset`).
+    Tokens,
+}
+
+impl VaryNorm {
+    pub const NAMES: [(&'static str, VaryNorm); 4] = [
+        ("exact", VaryNorm::Exact),
+        ("list", VaryNorm::List),
+        ("sorted-list", VaryNorm::SortedList),
+        ("tokens", VaryNorm::Tokens),
+    ];
+
+    /// Preference lists whose order is carried by `q` weights and whose values are
+    /// case-insensitive; `Accept`'s parameters may be case-sensitive, so it is only sorted.
+    pub fn defaults() -> Vec<(http::HeaderName, VaryNorm)> {
+        use http::header;
+        vec![
+            (header::ACCEPT_ENCODING, VaryNorm::Tokens),
+            (header::ACCEPT_LANGUAGE, VaryNorm::Tokens),
+            (header::ACCEPT_CHARSET, VaryNorm::Tokens),
+            (header::ACCEPT, VaryNorm::SortedList),
+        ]
+    }
+}
+
 /// `[cache]`: the HTTP cache is on when the table is present.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
@@ -252,6 +289,14 @@ pub struct CacheConfig {
     pub stale_on_5xx: bool,
     /// A HEAD miss fetches (and stores) the GET, as nginx's `proxy_cache_convert_head`.
     pub convert_head: bool,
+    /// How `Vary`'s selecting fields compare (`[cache.vary]` over the defaults); fields not
+    /// named compare exactly.
+    pub vary: Vec<(http::HeaderName, VaryNorm)>,
+    /// Targeted cache-control fields (RFC 9213), most specific first: the first present and
+    /// valid one replaces `Cache-Control` and `Expires` for this cache.
+    pub targeted: Vec<http::HeaderName>,
+    /// Pass the targeted fields on to clients (downstream caches may be their targets too).
+    pub forward_targeted: bool,
     /// Add `X-Cache: HIT|MISS`.
     pub x_cache: bool,
     /// The cache's name in `Cache-Status` (RFC 9211 §2).
@@ -268,6 +313,9 @@ impl Default for CacheConfig {
             stale_on_error: Duration::ZERO,
             stale_on_5xx: false,
             convert_head: true,
+            vary: VaryNorm::defaults(),
+            targeted: vec![http::HeaderName::from_static("cdn-cache-control")],
+            forward_targeted: true,
             x_cache: false,
             name: "sluice".into(),
         }

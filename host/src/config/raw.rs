@@ -48,6 +48,10 @@ pub struct RawCache {
     pub stale_on_error: Option<std::time::Duration>,
     pub stale_on_5xx: Option<bool>,
     pub convert_head: Option<bool>,
+    /// Field name -> comparison mode.
+    pub vary: Option<std::collections::BTreeMap<String, String>>,
+    pub targeted: Option<Vec<String>>,
+    pub forward_targeted: Option<bool>,
     pub x_cache: Option<bool>,
     pub name: Option<String>,
 }

@@ -357,9 +357,51 @@ fn cache(c: super::raw::RawCache, cx: &Ctx) -> Result<CacheConfig, ConfigError> 
         stale_on_error: c.stale_on_error.unwrap_or(d.stale_on_error),
         stale_on_5xx: c.stale_on_5xx.unwrap_or(d.stale_on_5xx),
         convert_head: c.convert_head.unwrap_or(d.convert_head),
+        vary: vary_rules(c.vary.unwrap_or_default(), d.vary, cx)?,
+        targeted: match c.targeted {
+            None => d.targeted,
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                        cx.err(
+                            "cache.targeted",
+                            format!("\"{n}\" is not a header field name"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        forward_targeted: c.forward_targeted.unwrap_or(d.forward_targeted),
         x_cache: c.x_cache.unwrap_or(false),
         name,
     })
+}
+
+/// `[cache.vary]` over the defaults: each entry names a field and how it compares.
+fn vary_rules(
+    raw: std::collections::BTreeMap<String, String>,
+    mut rules: Vec<(http::HeaderName, VaryNorm)>,
+    cx: &Ctx,
+) -> Result<Vec<(http::HeaderName, VaryNorm)>, ConfigError> {
+    for (field, mode) in raw {
+        let key = format!("cache.vary.{field}");
+        let name = http::HeaderName::from_bytes(field.as_bytes())
+            .map_err(|_| cx.err(&key, format!("\"{field}\" is not a header field name")))?;
+        let Some(&(_, norm)) = VaryNorm::NAMES.iter().find(|(n, _)| *n == mode) else {
+            let names: Vec<String> = VaryNorm::NAMES
+                .iter()
+                .map(|(n, _)| format!("\"{n}\""))
+                .collect();
+            return Err(cx.err(
+                &key,
+                format!("\"{mode}\" is not one of {}", names.join(", ")),
+            ));
+        };
+        rules.retain(|(n, _)| *n != name);
+        rules.push((name, norm));
+    }
+    Ok(rules)
 }
 
 fn policy(p: RawPolicy, cx: &Ctx) -> Result<PolicyConfig, ConfigError> {

@@ -12,7 +12,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::error::{ProxyError, Side};
 use super::{Answer, Outbound, Proxy};
 use crate::cache::directives::{Qualified, RequestDirectives};
-use crate::cache::object::{Exchange, Meta, Object, RequestFacts};
+use crate::cache::object::{Context, Exchange, Meta, Object, RequestFacts};
 use crate::cache::{self, Cache, Fill, Leader, Lookup, bump};
 use crate::config::CacheConfig;
 use crate::policy::{CachePolicy, HeaderEdit, ResponseChanges, ResponseSource};
@@ -419,7 +419,14 @@ impl Proxy {
         (Response::from_parts(rp, body), Some(answer.endpoint))
     }
 
+    /// The cache's own fields on a response to the client: `Cache-Status`, `X-Cache`; and the
+    /// targeted fields go unless `forward_targeted`.
     fn mark(&self, c: &CacheRequest, h: &mut HeaderMap, st: Status, from_store: bool) {
+        if !c.cache.config.forward_targeted {
+            for name in &c.cache.config.targeted {
+                h.remove(name);
+            }
+        }
         h.insert(
             HeaderName::from_static("cache-status"),
             st.render(&c.cache.config.name),
@@ -511,7 +518,13 @@ impl Proxy {
         if let Some(obj) = &validating {
             if status == StatusCode::NOT_MODIFIED && store {
                 bump(&c.cache.stats.not_modified);
-                let meta = Meta::refreshed(obj, answer.response.headers(), c.policy.ttl_secs, when);
+                let meta = Meta::refreshed(
+                    obj,
+                    answer.response.headers(),
+                    c.policy.ttl_secs,
+                    when,
+                    &c.cache.config,
+                );
                 let fresh = c.cache.insert(
                     c.key.clone(),
                     Object::new(meta, obj.body.clone(), c.key.len()),
@@ -561,9 +574,13 @@ impl Proxy {
             } else {
                 &c.facts
             };
+            let cx = Context {
+                request_headers: &request_headers,
+                config: &c.cache.config,
+            };
             let evaluated = Meta::evaluate(
                 facts,
-                &request_headers,
+                cx,
                 status,
                 answer.response.headers(),
                 ttl,
@@ -629,7 +646,7 @@ impl Proxy {
             .iter()
             .any(|n| head.contains_key(n));
         if proof && agrees(&header::ETAG) && agrees(&header::LAST_MODIFIED) && length_agrees {
-            let meta = Meta::refreshed(obj, head, c.policy.ttl_secs, when);
+            let meta = Meta::refreshed(obj, head, c.policy.ttl_secs, when, &c.cache.config);
             if !meta.directives.no_store && !matches!(meta.directives.private, Qualified::All) {
                 c.cache.insert(
                     c.key.clone(),
@@ -840,8 +857,9 @@ fn not_modified(client: &HeaderMap, stored: &HeaderMap) -> bool {
 
 /// Keeps what a 304 carries (RFC 9110 §15.4.5) plus our own fields.
 fn keep_304_fields(h: &mut HeaderMap) {
-    const KEEP: [&str; 10] = [
+    const KEEP: [&str; 11] = [
         "cache-control",
+        "cdn-cache-control",
         "content-location",
         "date",
         "etag",
