@@ -141,13 +141,36 @@ fn header_name(name: &str, what: &str) -> Result<HeaderName, String> {
     Ok(n)
 }
 
+/// At most this many header edits in one list (request, response, a local response's
+/// headers) and this many bytes in one value: far above what a policy needs (Envoy accepts
+/// 100 request headers and 60 KiB in all by default), and a guest cannot make the proxy send
+/// unbounded headers to a client or an origin.
+const MAX_EDITS: usize = 1000;
+const MAX_VALUE: usize = 64 * 1024;
+
 fn header_value(name: &HeaderName, value: Vec<u8>, what: &str) -> Result<HeaderValue, String> {
+    if value.len() > MAX_VALUE {
+        return Err(format!(
+            "{what}: the value for {:?} is {} bytes, over the {MAX_VALUE} a policy may set",
+            name.as_str(),
+            value.len()
+        ));
+    }
     HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
         format!(
             "{what}: the value for {:?} is not a valid field value",
             name.as_str()
         )
     })
+}
+
+fn too_many(n: usize, what: &str) -> Result<(), String> {
+    if n > MAX_EDITS {
+        return Err(format!(
+            "{n} {what}s, over the {MAX_EDITS} a policy may make"
+        ));
+    }
+    Ok(())
 }
 
 /// A guest's answer, checked against the rules above (and the configured pools) and converted
@@ -166,6 +189,7 @@ macro_rules! checked {
             use $($p)::+ as wit;
 
 pub(super) fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<HeaderEdit>, String> {
+    too_many(list.len(), what)?;
     list.into_iter()
         .map(|e| {
             let name = header_name(&e.name, what)?;
@@ -240,6 +264,7 @@ pub(super) fn local(r: wit::LocalResponse) -> Result<LocalResponse, String> {
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
         .ok_or_else(|| format!("local response status {} is not 200..=599", r.status))?;
+    too_many(r.headers.len(), "local response header")?;
     let headers = r
         .headers
         .into_iter()

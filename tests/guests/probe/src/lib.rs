@@ -7,6 +7,10 @@
 //! | `/oom...`            | allocates 1 MiB chunks and keeps them, forever (the memory cap must stop it) |
 //! | `/panic...`          | `panic!("probe panic at {path}")` (the SDK logs it at error level, then it traps) |
 //! | `/trap...`           | executes `unreachable` (a trap with no panic) |
+//! | `/stack...`          | recurses without end (the wasm stack limit must stop it) |
+//! | `/hostloop...`       | calls a host accessor (`http_version()`) forever (the deadline must stop it) |
+//! | `/huge/header`       | forward (default pool) with a 10 MiB response header edit |
+//! | `/huge/edits`        | forward (default pool) with 100,000 request header edits |
 //! | `/echo...`           | local 200, `content-type: application/json`, body: the request as JSON (below) |
 //! | `/config/<key>`      | local 200, body = setting `<key>`; 404 (empty body) when not set |
 //! | `/pick/<pool>`       | local 200, body = `balancer::pick(<pool>, algorithm = query param `algorithm` if present (a config name such as `ring_hash`), hash key = query param `key` if present)`; 404 (empty body) for none; 400 for an unknown algorithm |
@@ -58,6 +62,18 @@ fn decide(req: &Request) -> Decision {
         panic!("probe panic at {path}")
     } else if path.starts_with("/trap") {
         trap()
+    } else if path.starts_with("/stack") {
+        Decision::respond(200, recurse(0).to_string())
+    } else if path.starts_with("/hostloop") {
+        loop {
+            black_box(req.http_version());
+        }
+    } else if path == "/huge/header" {
+        Decision::forward_default().set_response_header("x-huge", "h".repeat(10 << 20))
+    } else if path == "/huge/edits" {
+        (0..100_000).fold(Decision::forward_default(), |d, i| {
+            d.append_request_header("x-many", i.to_string())
+        })
     } else if path.starts_with("/echo") {
         Decision::respond(200, echo(req)).header("content-type", "application/json")
     } else if let Some(key) = path.strip_prefix("/config/") {
@@ -177,6 +193,12 @@ fn spin() -> ! {
     loop {
         n = black_box(n.wrapping_add(1));
     }
+}
+
+/// Each frame keeps a buffer live so the recursion can be neither a loop nor optimised away.
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    recurse(black_box(depth + 1)).wrapping_add(frame[7])
 }
 
 fn hog_memory() -> ! {
