@@ -132,5 +132,59 @@ fn hit_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hit_path);
+/// Purging at 1M entries: a tag carried by 100 of them through the tag index, against the
+/// same purge as a scan of the store (what every purge-tag cost before the index), and a
+/// prefix purge (still a scan). Soft purges, so every iteration finds the same objects.
+fn purge_at_a_million(c: &mut Criterion) {
+    const MILLION: usize = 1_000_000;
+    let cache = Cache::new(CacheConfig {
+        capacity: 16 << 30,
+        max_object_size: 1 << 20,
+        ..CacheConfig::default()
+    });
+    let config = CacheConfig::default();
+    let body = Bytes::from_static(b"0123456789abcdef");
+    let mut headers = HeaderMap::new();
+    headers.insert("cache-control", HeaderValue::from_static("max-age=3600"));
+    for i in 0..MILLION {
+        let url = format!("https://shop.example:443/p/{i}");
+        let mut meta = Meta::evaluate(
+            &facts(),
+            Context {
+                request_headers: &HeaderMap::new(),
+                config: &config,
+            },
+            StatusCode::OK,
+            &headers,
+            None,
+            &url,
+            Exchange::now(),
+        )
+        .expect("storable");
+        // 10,000 tags of 100 objects each.
+        meta.tags.push(format!("group-{}", i % 10_000).into());
+        cache.insert(Bytes::from(url), Object::new(meta, body.clone(), 0));
+    }
+    assert_eq!(cache.purge_tag("group-7", true), 100);
+
+    let mut g = c.benchmark_group("purge_1m");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("tag_indexed", |b| {
+        b.iter(|| black_box(cache.purge_tag(black_box("group-7"), true)))
+    });
+    g.bench_function("tag_by_scan", |b| {
+        b.iter(|| black_box(cache.purge(true, |_, o| o.has_tag(black_box("group-7")))))
+    });
+    g.bench_function("prefix_by_scan", |b| {
+        b.iter(|| {
+            let prefix = black_box("https://shop.example:443/p/99999");
+            black_box(cache.purge(true, |_, o| o.url.starts_with(prefix)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hit_path, purge_at_a_million);
 criterion_main!(benches);

@@ -2270,6 +2270,65 @@ async fn surrogate_key_and_cache_tag_are_tags_and_not_sent_to_clients() {
     assert_eq!(purged(&p, json!({"tag": "gamma"})).await, 1);
 }
 
+/// `purge-tag` goes through the tag index: it follows removals (an unsafe method's
+/// invalidation, a hard purge), replacements that drop a tag, and evictions; `/stats` counts
+/// the distinct tags indexed.
+#[tokio::test]
+async fn the_tag_index_follows_removal_replacement_and_eviction() {
+    let origin = scripted(|s| {
+        let cc = ("cache-control", "max-age=1000");
+        let body = format!("{} {}", s.path(), s.nth);
+        match s.path() {
+            "/r" if s.nth > 1 => reply(200, &[cc, ("surrogate-key", "new")], body),
+            "/r" => reply(200, &[cc, ("surrogate-key", "old")], body),
+            p if p.starts_with("/obj/") => {
+                let i: usize = p.trim_start_matches("/obj/").parse().unwrap();
+                let tag = format!("t{i}");
+                reply(200, &[cc, ("surrogate-key", &tag)], object(i))
+            }
+            _ => reply(200, &[cc, ("surrogate-key", "x")], body),
+        }
+    })
+    .await;
+    let p = builder(&origin.origin, "max_object_size = \"64KiB\"\n")
+        .start()
+        .await;
+    fetch(&p, "/a").await;
+    fetch(&p, "/b").await;
+    assert_eq!(counter(&stats(&p).await, "tags"), 1);
+    // A successful POST invalidates /a: the purge finds only /b.
+    assert_eq!(call(p.http, request("POST", "/a", &[])).await.status, 200);
+    assert_eq!(purged(&p, json!({"tag": "x"})).await, 1);
+    assert_eq!(counter(&stats(&p).await, "tags"), 0);
+
+    fetch(&p, "/r").await;
+    // Replaced (the client's no-cache) by a response tagged `new` only.
+    fetch_with(&p, "/r", &[("cache-control", "no-cache")]).await;
+    assert_eq!(purged(&p, json!({"tag": "old"})).await, 0);
+    assert_hit(&fetch(&p, "/r").await);
+    assert_eq!(purged(&p, json!({"tag": "new"})).await, 1);
+    assert_eq!(counter(&stats(&p).await, "tags"), 0);
+
+    // 69 objects of 60 KiB with a tag each overflow the 1 MiB store: every evicted object's
+    // tag leaves the index with it.
+    for i in 0..69 {
+        fetch(&p, &format!("/obj/{i}")).await;
+    }
+    let s = stats(&p).await;
+    assert!(counter(&s, "evictions") > 0, "{s}");
+    assert_eq!(counter(&s, "tags"), counter(&s, "entries"), "{s}");
+    let mut found = 0;
+    for i in 0..69 {
+        found += purged(&p, json!({"tag": format!("t{i}")})).await;
+    }
+    assert_eq!(
+        found,
+        counter(&s, "entries"),
+        "each stored object found by its tag"
+    );
+    assert_eq!(counter(&stats(&p).await, "entries"), 0);
+}
+
 #[tokio::test]
 async fn purge_by_url_key_prefix_and_all() {
     let origin = always("max-age=100").await;

@@ -233,7 +233,7 @@ fn purge(cache: &Cache, body: &[u8]) -> Result<serde_json::Value, String> {
         }
         cache.purge(soft, |_, o| o.url.starts_with(prefix.as_str()))
     } else if let Some(tag) = r.tag {
-        cache.purge(soft, |_, o| o.has_tag(&tag))
+        cache.purge_tag(&tag, soft)
     } else {
         cache.purge(soft, |_, _| true)
     };

@@ -22,7 +22,7 @@ use crate::config::CacheConfig;
 use bytes::Bytes;
 use http::HeaderMap;
 use object::{Meta, Object};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,14 +52,77 @@ impl quick_cache::Weighter<Bytes, Entry> for Weigh {
     }
 }
 
-/// Counts evictions (capacity pressure, not purges or replacements).
+/// Counts evictions (capacity pressure, not purges or replacements) and takes evicted keys
+/// out of the tag index.
 #[derive(Clone)]
-struct Evictions(Arc<AtomicU64>);
+struct Evictions(Arc<AtomicU64>, Arc<TagIndex>);
 
 impl quick_cache::Lifecycle<Bytes, Entry> for Evictions {
     type RequestState = ();
-    fn on_evict(&self, _: &mut (), _key: Bytes, _val: Entry) {
+    fn on_evict(&self, _: &mut (), key: Bytes, val: Entry) {
         self.0.fetch_add(1, Ordering::Relaxed);
+        self.1.remove(&key, &val);
+    }
+}
+
+/// Tag -> the keys whose objects carry it, so `purge-tag` visits only those instead of the
+/// whole store (Varnish's xkey, Fastly's surrogate keys work the same way).
+///
+/// Kept on insert and taken out when an entry is evicted or removed. It may still name a
+/// key whose objects no longer carry the tag (a replacement without it), so a purge checks
+/// each object it finds. Lock order: a store shard's lock, then this one (eviction and
+/// `retain` call in here under the shard lock); never the store while holding this.
+#[derive(Default)]
+struct TagIndex(Mutex<HashMap<Box<str>, HashSet<Bytes>>>);
+
+impl TagIndex {
+    fn add(&self, key: &Bytes, object: &Object) {
+        if object.tags.is_empty() {
+            return;
+        }
+        let mut index = self.0.lock().expect("tag index lock");
+        for t in object.tags.iter() {
+            index.entry(t.clone()).or_default().insert(key.clone());
+        }
+    }
+
+    fn remove(&self, key: &[u8], entry: &Entry) {
+        let Entry::Objects(list) = entry else {
+            return;
+        };
+        if list.iter().all(|o| o.tags.is_empty()) {
+            return;
+        }
+        let mut index = self.0.lock().expect("tag index lock");
+        for t in list.iter().flat_map(|o| o.tags.iter()) {
+            forget(&mut index, t, key);
+        }
+    }
+
+    fn keys(&self, tag: &str) -> Vec<Bytes> {
+        let index = self.0.lock().expect("tag index lock");
+        index
+            .get(tag)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes `key` out of `tag`'s set.
+    fn forget(&self, tag: &str, key: &[u8]) {
+        forget(&mut self.0.lock().expect("tag index lock"), tag, key);
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("tag index lock").len()
+    }
+}
+
+fn forget(index: &mut HashMap<Box<str>, HashSet<Bytes>>, tag: &str, key: &[u8]) {
+    if let Some(keys) = index.get_mut(tag) {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(tag);
+        }
     }
 }
 
@@ -103,6 +166,7 @@ pub struct Cache {
     store: Store,
     flights: Mutex<HashMap<Bytes, watch::Receiver<()>>>,
     evictions: Arc<AtomicU64>,
+    tags: Arc<TagIndex>,
     pub stats: Stats,
     pub config: CacheConfig,
 }
@@ -129,6 +193,7 @@ fn shards_for(c: &CacheConfig) -> usize {
 impl Cache {
     pub fn new(config: CacheConfig) -> Cache {
         let evictions = Arc::new(AtomicU64::new(0));
+        let tags = Arc::new(TagIndex::default());
         let options = quick_cache::OptionsBuilder::new()
             .weight_capacity(config.capacity)
             // A guess for the index size: 8 KiB per object on average.
@@ -141,10 +206,11 @@ impl Cache {
                 options,
                 Weigh,
                 Default::default(),
-                Evictions(evictions.clone()),
+                Evictions(evictions.clone(), tags.clone()),
             ),
             flights: Mutex::new(HashMap::new()),
             evictions,
+            tags,
             stats: Stats::default(),
             config,
         }
@@ -186,7 +252,8 @@ impl Cache {
                     .cloned(),
             );
         }
-        self.store.insert(key, Entry::Objects(list.into()));
+        self.store.insert(key.clone(), Entry::Objects(list.into()));
+        self.tags.add(&key, &object);
         bump(&self.stats.stores);
         object
     }
@@ -264,6 +331,9 @@ impl Cache {
                 Entry::Objects(list) => {
                     let hit = list.iter().filter(|o| pred(key, o)).count() as u64;
                     n.fetch_add(hit, Ordering::Relaxed);
+                    if hit > 0 {
+                        self.tags.remove(key, entry);
+                    }
                     hit == 0
                 }
                 Entry::Uncacheable(_) => true,
@@ -281,7 +351,7 @@ impl Cache {
                 list.iter().for_each(|o| o.invalidate());
                 list.len() as u64
             }
-            Some(Entry::Objects(_)) => self.store.remove(key).map_or(0, |(_, e)| match e {
+            Some(Entry::Objects(_)) => self.remove(key).map_or(0, |e| match e {
                 Entry::Objects(list) => list.len() as u64,
                 Entry::Uncacheable(_) => 0,
             }),
@@ -291,9 +361,54 @@ impl Cache {
         n
     }
 
+    /// Purges the objects that carry `tag`: the whole entry of each (hard) or those objects
+    /// marked stale (soft). Visits only the keys the tag index names. Returns how many
+    /// objects carried the tag.
+    pub fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
+        let mut n = 0;
+        for key in self.tags.keys(tag) {
+            let tagged = |e: &Entry| match e {
+                Entry::Objects(list) => list.iter().filter(|o| o.has_tag(tag)).count() as u64,
+                Entry::Uncacheable(_) => 0,
+            };
+            let hit = match self.store.peek(&key) {
+                Some(Entry::Objects(list)) if soft => {
+                    let mut hit = 0;
+                    for o in list.iter().filter(|o| o.has_tag(tag)) {
+                        o.invalidate();
+                        hit += 1;
+                    }
+                    hit
+                }
+                Some(_) if !soft => {
+                    let removed = self.store.remove_if(&key, |e| tagged(e) > 0);
+                    removed.map_or(0, |(k, e)| {
+                        self.tags.remove(&k, &e);
+                        tagged(&e)
+                    })
+                }
+                _ => 0,
+            };
+            if hit == 0 {
+                // Its objects no longer carry the tag (or it is gone).
+                self.tags.forget(tag, &key);
+            }
+            n += hit;
+        }
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Removes `key`'s entry and its tag index slots.
+    fn remove(&self, key: &[u8]) -> Option<Entry> {
+        let (k, e) = self.store.remove(key)?;
+        self.tags.remove(&k, &e);
+        Some(e)
+    }
+
     /// Invalidates `key` after an unsafe request changed its resource (RFC 9111 §4.4).
     pub fn invalidate(&self, key: &[u8]) {
-        if self.store.remove(key).is_some() {
+        if self.remove(key).is_some() {
             bump(&self.stats.invalidations);
         }
     }
@@ -303,6 +418,7 @@ impl Cache {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "entries": self.store.len(),
+            "tags": self.tags.len(),
             "bytes": self.store.weight(),
             "capacity": self.config.capacity,
             "hits": g(&s.hits),

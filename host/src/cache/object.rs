@@ -28,6 +28,10 @@ const HEURISTIC_FRACTION: u64 = 10;
 /// `HeaderMap` tables and the store's own node. Measured roughly, on the high side.
 const OBJECT_OVERHEAD: u64 = 512;
 
+/// Bytes charged per tag for its slot in the store's tag index (a shared key handle in a hash
+/// set, with the set's spare room).
+const TAG_INDEX_SLOT: u64 = 64;
+
 /// Header fields a cache must not store or forward from its store (hop-by-hop, RFC 9110
 /// §7.6.1) and the tag headers sluice consumes.
 const NOT_STORED: [&str; 10] = [
@@ -357,7 +361,11 @@ impl Object {
             + header_bytes
             + meta.url.len() as u64
             + key_len as u64
-            + meta.tags.iter().map(|t| t.len() as u64 + 16).sum::<u64>()
+            + meta
+                .tags
+                .iter()
+                .map(|t| t.len() as u64 + 16 + TAG_INDEX_SLOT)
+                .sum::<u64>()
             + OBJECT_OVERHEAD;
         Object {
             status: meta.status,
