@@ -891,6 +891,41 @@ pub async fn guarded<F: Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what}: did not happen within {GUARD:?}"))
 }
 
+/// A raw HTTP/1.1 origin on 127.0.0.1:0 that answers every request head it reads on a
+/// connection with the bytes `answer`, as they are. Returns its address, a count of the
+/// connections it accepted, and its task.
+pub async fn raw_origin(
+    answer: &'static [u8],
+) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
 /// Sends raw bytes and returns everything the server sends until it closes the connection.
 /// Bounded by `limit` seconds so a server that never closes fails the test instead of hanging.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: u64) -> String {

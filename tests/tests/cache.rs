@@ -1478,6 +1478,48 @@ async fn the_target_list_is_configurable_and_targeted_fields_can_be_withheld() {
     assert_lacks(&first, &["stored"]);
 }
 
+/// Interim responses from the upstream (103 Early Hints, 102 Processing) are read past:
+/// never stored, never taken for the final response, their fields never merged into it.
+/// They do not reach the client either: hyper cannot send a 1xx from a server yet
+/// (hyperium/hyper#3815 for HTTP/1.1, hyperium/hyper#4114 for HTTP/2, both open).
+#[tokio::test]
+async fn interim_responses_from_the_upstream_are_read_past_and_never_stored() {
+    let (addr, accepted, _task) = raw_origin(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 102 Processing\r\n\r\n\
+          HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nfinal",
+    )
+    .await;
+    let p = ProxyBuilder::new()
+        .pool_toml("web", &[addr], NO_OUTLIER)
+        .admin(None)
+        .toml("[cache]\ncapacity = \"1MiB\"\n")
+        .start()
+        .await;
+    for round in 0..2 {
+        let resp = raw(
+            p.http,
+            b"GET /x HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+            5,
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 200 OK\r\n"),
+            "round {round}: {resp}"
+        );
+        assert_eq!(raw_body(&resp), "final");
+        let head = raw_head_lower(&resp);
+        assert!(!head.contains("link:"), "{resp}");
+        let want = if round == 0 {
+            "fwd=uri-miss; stored"
+        } else {
+            "; hit"
+        };
+        assert!(head.contains(want), "round {round}: {resp}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// An origin whose every answer is fresh for 100 s and varies on `field`.
 async fn always_vary(field: &'static str) -> Scripted {
     scripted(move |s| {

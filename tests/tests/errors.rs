@@ -151,36 +151,12 @@ async fn upstream_closing_mid_headers_is_502() {
 /// chunked` (body `abcdefg` by chunked framing), followed on the same connection by a second,
 /// unrequested response. Counts the connections it accepts.
 async fn ambiguous_origin() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.clear();
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\
-                        Transfer-Encoding: chunked\r\n\r\n7\r\nabcdefg\r\n0\r\n\r\n\
-                        HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted, task)
+    raw_origin(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\
+        Transfer-Encoding: chunked\r\n\r\n7\r\nabcdefg\r\n0\r\n\r\n\
+        HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+    )
+    .await
 }
 
 /// RFC 9112 §6.3: a response with both `Transfer-Encoding` and `Content-Length` is framed by
