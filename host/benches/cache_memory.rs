@@ -17,10 +17,17 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-/// A typical small response: four header fields, a 1 KiB body, a 40-byte URL, one tag.
-fn fill(cache: &Cache, from: usize, n: usize, body: &Bytes) {
+/// A typical small response: four header fields, a 1 KiB body, a 40-byte URL, one tag; with
+/// `extra` more header fields of 40 bytes each.
+fn fill(cache: &Cache, from: usize, n: usize, body: &Bytes, extra: usize) {
     let config = CacheConfig::default();
     let mut headers = HeaderMap::new();
+    for i in 0..extra {
+        headers.insert(
+            http::HeaderName::try_from(format!("x-extra-{i:02}")).unwrap(),
+            HeaderValue::from_static("0123456789012345678901234567"),
+        );
+    }
     headers.insert(
         "cache-control",
         HeaderValue::from_static("public, max-age=3600"),
@@ -75,9 +82,11 @@ fn main() {
     if let Ok(case) = std::env::var("CACHE_MEMORY_CASE") {
         return run(&case);
     }
-    println!("| entries | resident bytes / entry | charged bytes / entry | resident / charged |");
-    println!("|---|---|---|---|");
-    for case in ["100000", "1000000", "capacity"] {
+    println!(
+        "| entries | object | resident bytes / entry | charged bytes / entry | resident / charged |"
+    );
+    println!("|---|---|---|---|---|");
+    for case in ["100000", "1000000", "100000/small", "capacity"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .env("CACHE_MEMORY_CASE", case)
             .output()
@@ -93,19 +102,29 @@ fn main() {
 
 fn run(case: &str) {
     let body = Bytes::from(vec![b'x'; 1024]);
-    if let Ok(n) = case.parse::<usize>() {
+    let (count, small) = match case.split_once('/') {
+        Some((n, _)) => (n.parse::<usize>().ok(), true),
+        None => (case.parse::<usize>().ok(), false),
+    };
+    if let Some(n) = count {
+        // "small": a 128-byte body and 12 more header fields.
+        let (body, extra, shape) = if small {
+            (Bytes::from(vec![b'x'; 128]), 12, "128 B body, 16 fields")
+        } else {
+            (body, 0, "1 KiB body, 4 fields")
+        };
         let before = rss_bytes();
         let cache = Cache::new(CacheConfig {
             capacity: 64 << 30,
             max_object_size: 1 << 20,
             ..CacheConfig::default()
         });
-        fill(&cache, 0, n, &body);
+        fill(&cache, 0, n, &body, extra);
         assert_eq!(entries(&cache), n as u64);
         let resident = rss_bytes().saturating_sub(before) as f64 / n as f64;
         let charged = weight(&cache) as f64 / n as f64;
         println!(
-            "| {n} | {resident:.0} | {charged:.0} | {:.2} |",
+            "| {n} | {shape} | {resident:.0} | {charged:.0} | {:.2} |",
             resident / charged
         );
         return;
@@ -118,7 +137,7 @@ fn run(case: &str) {
         max_object_size: 1 << 20,
         ..CacheConfig::default()
     });
-    fill(&cache, 0, 1_000_000, &body);
+    fill(&cache, 0, 1_000_000, &body, 0);
     let resident = rss_bytes().saturating_sub(before);
     println!();
     println!(

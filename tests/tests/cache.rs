@@ -2073,6 +2073,150 @@ async fn concurrent_misses_for_one_key_make_one_upstream_request() {
     );
 }
 
+/// An origin whose `/big` is `BIG` bytes with a `Content-Length`: the head and the first
+/// chunk at once, the rest only once `gate` opens (or at once when it is open).
+async fn held_back_origin(gate: Gate) -> Scripted {
+    scripted_async(move |_| {
+        let gate = gate.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'b'; CHUNK]);
+                if tx.send(chunk.clone()).await.is_err() {
+                    return;
+                }
+                gate.wait().await;
+                for _ in 1..BIG / CHUNK {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                let c = rx.recv().await?;
+                Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(c)), rx))
+            });
+            let body = http_body_util::StreamBody::new(frames)
+                .map_err(|e| e.into())
+                .boxed();
+            let mut r = Response::new(body);
+            r.headers_mut()
+                .insert("cache-control", HeaderValue::from_static("max-age=100"));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from(BIG));
+            r
+        }
+    })
+    .await
+}
+
+const BIG: usize = 8 << 20;
+const CHUNK: usize = 64 << 10;
+
+fn big_store(origin: &Scripted) -> ProxyBuilder {
+    ProxyBuilder::new()
+        .pool_toml("web", &[origin.origin.addr], NO_OUTLIER)
+        .admin(None)
+        .toml("[cache]\ncapacity = \"64MiB\"\nmax_object_size = \"8MiB\"\n")
+}
+
+/// Reads a response's head and its first chunk, says so on `first`, then the rest.
+async fn read_in_two(addr: SocketAddr, first: tokio::sync::mpsc::Sender<()>) -> Got {
+    let mut c = h1(addr).await;
+    let resp = send(&mut c, request("GET", "/big", &[])).await;
+    let (parts, mut body) = resp.into_parts();
+    let mut got = Vec::new();
+    let frame = body
+        .frame()
+        .await
+        .expect("a first chunk")
+        .expect("no error");
+    got.extend_from_slice(&frame.into_data().unwrap());
+    first.send(()).await.unwrap();
+    while let Some(frame) = body.frame().await {
+        got.extend_from_slice(&frame.expect("body intact").into_data().unwrap_or_default());
+    }
+    Got {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body: got.into(),
+    }
+}
+
+/// Read-while-write: requests coalesced on a miss read the leader's response as it arrives
+/// instead of waiting for the stored object. The origin sends the head and the first 64 KiB
+/// of 8 MiB, then holds the rest until every waiter has had its head and first bytes (so
+/// none of them waited for the whole object; without streaming this never happens and the
+/// test times out); then every client gets the same 8 MiB, and the object is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_requests_read_the_response_while_it_arrives() {
+    const N: usize = 20;
+    let gate = Gate::new();
+    let origin = held_back_origin(gate.clone()).await;
+    let p = big_store(&origin).start().await;
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::channel(N);
+    let mut clients = tokio::task::JoinSet::new();
+    clients.spawn(read_in_two(p.http, first_tx.clone()));
+    guarded("the leader's first bytes", first_rx.recv()).await;
+    for _ in 1..N {
+        clients.spawn(read_in_two(p.http, first_tx.clone()));
+    }
+    for _ in 1..N {
+        guarded(
+            "a waiter's head and first bytes, before the rest exists",
+            first_rx.recv(),
+        )
+        .await;
+    }
+    gate.open();
+    let mut streamed = 0;
+    while let Some(got) = guarded("every client is answered", clients.join_next()).await {
+        let got = got.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body.len(), BIG);
+        assert!(got.body.iter().all(|&b| b == b'b'));
+        assert_eq!(got.h("content-length"), Some(BIG.to_string().as_str()));
+        if has_token(&cache_status(&got), "collapsed") {
+            streamed += 1;
+        }
+    }
+    assert_eq!(streamed, N - 1);
+    assert_eq!(origin.hits(), 1);
+    assert_eq!(counter(&stats(&p).await, "streamed"), (N - 1) as u64);
+    let again = call(p.http, request("GET", "/big", &[])).await;
+    assert_hit(&again);
+    assert_eq!(again.body.len(), BIG);
+}
+
+/// The client that caused the fetch goes away mid-body while others read along: the proxy
+/// finishes the fetch for them, and stores the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_along_are_served_when_the_leaders_client_leaves() {
+    let gate = Gate::new();
+    let origin = held_back_origin(gate.clone()).await;
+    let p = big_store(&origin).start().await;
+    // The leader reads its head and first chunk, then drops the connection.
+    let mut leader = h1(p.http).await;
+    let resp = send(&mut leader, request("GET", "/big", &[])).await;
+    let mut body = resp.into_body();
+    body.frame()
+        .await
+        .expect("a first chunk")
+        .expect("no error");
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn(read_in_two(p.http, first_tx));
+    guarded("the reader's first bytes", first_rx.recv()).await;
+    drop(body);
+    drop(leader);
+    gate.open();
+    let got = guarded("the reader is answered", reader).await.unwrap();
+    assert_eq!(got.body.len(), BIG);
+    assert_eq!(origin.hits(), 1);
+    let again = call(p.http, request("GET", "/big", &[])).await;
+    assert_hit(&again);
+}
+
 #[tokio::test]
 async fn a_waiter_goes_upstream_itself_after_the_coalesce_timeout() {
     // The first request is held at the origin until the second one arrives there.

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Variants kept per key (different `Vary` selections); the oldest goes first.
 const MAX_VARIANTS: usize = 8;
@@ -144,6 +144,8 @@ pub struct Stats {
     pub invalidations: AtomicU64,
     pub hit_for_miss: AtomicU64,
     pub bypasses: AtomicU64,
+    /// Coalesced requests served from a response while it was still arriving.
+    pub streamed: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -164,7 +166,9 @@ pub enum Lookup {
 /// The process's HTTP cache. Lives across config reloads.
 pub struct Cache {
     store: Store,
-    flights: Mutex<HashMap<Bytes, watch::Receiver<()>>>,
+    /// Fetches under way, by key. The value becomes `Some` once the leader's response is being
+    /// stored and can be read while it arrives; the sender's drop ends the flight.
+    flights: Mutex<HashMap<Bytes, Flight>>,
     evictions: Arc<AtomicU64>,
     tags: Arc<TagIndex>,
     pub stats: Stats,
@@ -180,10 +184,12 @@ impl std::fmt::Debug for Cache {
 }
 
 /// Shards for the store: quick_cache splits capacity evenly between shards and refuses an
-/// item heavier than one shard, so there are at most `capacity / max_object_size` of them
-/// (config validation keeps that at 8 or more).
+/// item heavier than one shard. An object of `max_object_size` weighs more than its body
+/// (header fields, keys, overhead), so each shard holds at least two bodies of that size:
+/// at most `capacity / (2 * max_object_size)` shards (config validation keeps that at 4 or
+/// more).
 fn shards_for(c: &CacheConfig) -> usize {
-    let fit = (c.capacity / c.max_object_size.max(1)).max(1);
+    let fit = (c.capacity / c.max_object_size.max(1).saturating_mul(2)).max(1);
     let parallel = std::thread::available_parallelism().map_or(4, |n| n.get() * 4) as u64;
     let n = fit.min(parallel).min(64);
     // A power of two not above n.
@@ -280,37 +286,46 @@ impl Cache {
     }
 
     /// Joins the fetch of `key` already under way, or starts one: `Ok(Leader)` while this
-    /// request fetches (dropping it wakes the waiters), `Err(receiver)` to wait on.
-    pub fn join(self: &Arc<Self>, key: &[u8]) -> Result<Leader, watch::Receiver<()>> {
+    /// request fetches (dropping it wakes the waiters), `Err(flight)` to wait on.
+    pub fn join(self: &Arc<Self>, key: &[u8]) -> Result<Leader, Flight> {
         let mut flights = self.flights.lock().expect("flights lock");
         if let Some(rx) = flights.get(key) {
             if rx.has_changed().is_ok() {
                 return Err(rx.clone());
             }
         }
-        let (tx, rx) = watch::channel(());
+        let (tx, rx) = watch::channel(None);
         let key = Bytes::copy_from_slice(key);
         flights.insert(key.clone(), rx);
         Ok(Leader {
             cache: self.clone(),
             key,
-            _tx: tx,
+            tx,
         })
     }
 
-    /// Waits until the fetch `rx` belongs to is over; false after `coalesce_timeout`.
-    pub async fn wait(&self, mut rx: watch::Receiver<()>) -> bool {
+    /// Waits on another request's fetch: until it is over ([`Waited::Done`]: look up
+    /// again), or, when `stream` and the response is being stored, until its head is known
+    /// ([`Waited::Streaming`]: read it as it arrives); [`Waited::TimedOut`] after
+    /// `coalesce_timeout`.
+    pub async fn wait(&self, mut rx: Flight, stream: bool) -> Waited {
         bump(&self.stats.coalesced_waits);
-        // The sender is dropped when the leader is done: `changed` then returns an error.
-        let done = tokio::time::timeout(self.config.coalesce_timeout, async {
-            while rx.changed().await.is_ok() {}
+        let waited = tokio::time::timeout(self.config.coalesce_timeout, async {
+            loop {
+                if let Some(s) = rx.borrow_and_update().as_ref().filter(|_| stream) {
+                    return Waited::Streaming(s.clone());
+                }
+                // The sender is dropped when the leader is done: `changed` then fails.
+                if rx.changed().await.is_err() {
+                    return Waited::Done;
+                }
+            }
         })
-        .await
-        .is_ok();
-        if !done {
+        .await;
+        waited.unwrap_or_else(|_| {
             bump(&self.stats.coalesce_timeouts);
-        }
-        done
+            Waited::TimedOut
+        })
     }
 
     /// Removes the entries `pred` selects (hard) or marks their objects stale (soft).
@@ -434,15 +449,26 @@ impl Cache {
             "invalidations": g(&s.invalidations),
             "hit_for_miss": g(&s.hit_for_miss),
             "bypasses": g(&s.bypasses),
+            "streamed": g(&s.streamed),
         })
     }
+}
+
+/// Another request's fetch of a key, to wait on (see [`Cache::wait`]).
+pub type Flight = watch::Receiver<Option<Arc<Streaming>>>;
+
+/// How waiting on a flight ended.
+pub enum Waited {
+    Done,
+    Streaming(Arc<Streaming>),
+    TimedOut,
 }
 
 /// The request fetching a key for everyone waiting on it. Dropping it ends the flight.
 pub struct Leader {
     cache: Arc<Cache>,
     key: Bytes,
-    _tx: watch::Sender<()>,
+    tx: watch::Sender<Option<Arc<Streaming>>>,
 }
 
 impl Drop for Leader {
@@ -452,25 +478,117 @@ impl Drop for Leader {
     }
 }
 
+/// A response being stored, readable by the requests coalesced on its key while its body
+/// is still arriving (read-while-write, as Varnish's streaming and Traffic Server's
+/// read-while-writer). Only a response with a `Content-Length` within `max_object_size` is
+/// streamed this way, so it cannot turn out too large halfway and leave its readers short.
+pub struct Streaming {
+    /// Its head and freshness, as it will be stored.
+    pub meta: Arc<Meta>,
+    /// The body's declared length.
+    pub length: u64,
+    state: Mutex<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    chunks: Vec<Bytes>,
+    readers: Vec<mpsc::UnboundedSender<Piece>>,
+    /// `Some(complete)` once the body ended.
+    end: Option<bool>,
+}
+
+/// What a reader of a [`Streaming`] body gets next.
+pub enum Piece {
+    Data(Bytes),
+    /// The body ended: complete, or cut short (the fetch failed).
+    End(bool),
+}
+
+impl Streaming {
+    /// A reader that gets every chunk so far, then each new one as it arrives. Its channel
+    /// holds shared `Bytes` (no copy): a slow reader costs handles, not body memory.
+    pub fn reader(&self) -> mpsc::UnboundedReceiver<Piece> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.state.lock().expect("stream lock");
+        for c in &state.chunks {
+            let _ = tx.send(Piece::Data(c.clone()));
+        }
+        match state.end {
+            Some(complete) => {
+                let _ = tx.send(Piece::End(complete));
+            }
+            None => state.readers.push(tx),
+        }
+        rx
+    }
+
+    fn push(&self, chunk: &Bytes) {
+        let mut state = self.state.lock().expect("stream lock");
+        state.chunks.push(chunk.clone());
+        state
+            .readers
+            .retain(|r| r.send(Piece::Data(chunk.clone())).is_ok());
+    }
+
+    fn end(&self, complete: bool) -> Vec<Bytes> {
+        let mut state = self.state.lock().expect("stream lock");
+        state.end = Some(complete);
+        for r in state.readers.drain(..) {
+            let _ = r.send(Piece::End(complete));
+        }
+        // Kept (shared handles) for readers that attach from now on: a waiter can find the
+        // stream after its end.
+        state.chunks.clone()
+    }
+
+    fn has_readers(&self) -> bool {
+        !self.state.lock().expect("stream lock").readers.is_empty()
+    }
+}
+
 /// Collects a response body as it streams to the client (sharing its chunks, no copy), and
-/// stores the object when the body ends complete and within `max_object_size`.
+/// stores the object when the body ends complete and within `max_object_size`. With a
+/// declared length and a flight, the chunks go to a [`Streaming`] its waiters read.
 pub struct Fill {
     cache: Arc<Cache>,
     key: Bytes,
-    meta: Option<Meta>,
+    meta: Option<Arc<Meta>>,
     chunks: Vec<Bytes>,
+    streaming: Option<Arc<Streaming>>,
     size: u64,
     /// Ends the flight once the object is stored (or given up).
     leader: Option<Leader>,
 }
 
 impl Fill {
-    pub fn new(cache: Arc<Cache>, key: Bytes, meta: Meta, leader: Option<Leader>) -> Fill {
+    /// `length`: the response's `Content-Length`, when it has one.
+    pub fn new(
+        cache: Arc<Cache>,
+        key: Bytes,
+        meta: Meta,
+        length: Option<u64>,
+        leader: Option<Leader>,
+    ) -> Fill {
+        let meta = Arc::new(meta);
+        let streaming = match (&leader, length) {
+            (Some(leader), Some(length)) if length <= cache.config.max_object_size => {
+                let s = Arc::new(Streaming {
+                    meta: meta.clone(),
+                    length,
+                    state: Mutex::default(),
+                });
+                leader.tx.send_replace(Some(s.clone()));
+                Some(s)
+            }
+            _ => None,
+        };
         Fill {
             cache,
             key,
             meta: Some(meta),
             chunks: Vec::new(),
+            streaming,
             size: 0,
             leader,
         }
@@ -486,14 +604,30 @@ impl Fill {
             // Too large after all (no or a wrong Content-Length): pass it through.
             self.meta = None;
             self.chunks = Vec::new();
+            if let Some(s) = self.streaming.take() {
+                s.end(false);
+            }
             self.cache.mark_uncacheable(&self.key);
             return;
         }
-        self.chunks.push(chunk.clone());
+        match &self.streaming {
+            Some(s) => s.push(chunk),
+            None => self.chunks.push(chunk.clone()),
+        }
+    }
+
+    /// Whether requests are reading the body as it arrives (so it is worth finishing even
+    /// if the client that asked for it goes away).
+    pub fn has_readers(&self) -> bool {
+        self.streaming.as_ref().is_some_and(|s| s.has_readers())
     }
 
     /// The body ended; `complete` when it was read to its end without error.
     pub fn end(mut self, complete: bool) {
+        let chunks = match self.streaming.take() {
+            Some(s) => s.end(complete),
+            None => std::mem::take(&mut self.chunks),
+        };
         let Some(meta) = self.meta.take() else {
             return;
         };
@@ -503,10 +637,11 @@ impl Fill {
         // Always one fresh allocation of exactly the body's size: chunks from hyper can be
         // slices of a larger read buffer, which a stored slice would keep alive unweighed.
         let mut all = Vec::with_capacity(self.size as usize);
-        for c in &self.chunks {
+        for c in &chunks {
             all.extend_from_slice(c);
         }
         let body = Bytes::from(all);
+        let meta = Arc::try_unwrap(meta).unwrap_or_else(|shared| (*shared).clone());
         let object = Object::new(meta, body, self.key.len());
         self.cache.insert(self.key.clone(), object);
         drop(self.leader.take());

@@ -25,8 +25,11 @@ const UNDERSTOOD: [u16; 13] = [
 const HEURISTIC_FRACTION: u64 = 10;
 
 /// Bytes charged per object on top of its body, header fields and keys: the `Object`, its
-/// `HeaderMap` tables and the store's own node. Measured roughly, on the high side.
-const OBJECT_OVERHEAD: u64 = 512;
+/// `HeaderMap` tables, the variant list and the store's own node; and per header field on
+/// top of its name and value. Fitted to resident memory (`benches/cache_memory.rs`: 1 KiB
+/// body with 4 fields, 128 B body with 16; bench/RESULTS.md), allocator overhead included.
+const OBJECT_OVERHEAD: u64 = 776;
+const FIELD_OVERHEAD: u64 = 76;
 
 /// Bytes charged per tag for its slot in the store's tag index (a shared key handle in a hash
 /// set, with the set's spare room).
@@ -83,7 +86,7 @@ impl Exchange {
 }
 
 /// Everything about a response but its body, decided when its head arrives.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Meta {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -355,7 +358,7 @@ impl Object {
         let header_bytes: u64 = meta
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64)
+            .map(|(n, v)| (n.as_str().len() + v.len()) as u64 + FIELD_OVERHEAD)
             .sum();
         let weight = body.len() as u64
             + header_bytes

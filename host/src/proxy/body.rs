@@ -60,7 +60,24 @@ enum Inner {
     /// The upstream's body and, for HTTP/1.1, the connection to give back once it is read.
     Upstream(Incoming, Option<PooledConn>, StallTimer),
     Full(Option<Bytes>),
+    /// Another request's response, read as it is stored (`cache::Streaming`).
+    Streaming(
+        tokio::sync::mpsc::UnboundedReceiver<crate::cache::Piece>,
+        bool,
+    ),
 }
+
+/// The response being read while it was stored ended short: its fetch failed.
+#[derive(Debug)]
+struct FetchFailed;
+
+impl std::fmt::Display for FetchFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream response being stored ended short")
+    }
+}
+
+impl std::error::Error for FetchFailed {}
 
 /// What the proxy sends to the client.
 pub struct ResponseBody {
@@ -100,6 +117,11 @@ impl ResponseBody {
 
     pub fn empty() -> Self {
         Self::with(Inner::Full(None))
+    }
+
+    /// Another request's response as the cache stores it.
+    pub fn streaming(rx: tokio::sync::mpsc::UnboundedReceiver<crate::cache::Piece>) -> Self {
+        Self::with(Inner::Streaming(rx, false))
     }
 
     fn with(inner: Inner) -> Self {
@@ -153,6 +175,30 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // The client went away while other requests read this response as it is stored:
+        // finish reading it from the upstream for them, in a task of its own (bounded by the
+        // stall timer and the body's declared length).
+        let unfinished = !self.finished && !self.failed && !self.is_end_stream();
+        if unfinished
+            && matches!(self.inner, Inner::Upstream(..))
+            && self.fill.as_ref().is_some_and(|f| f.has_readers())
+        {
+            if let Some(mut hook) = self.on_complete.take() {
+                hook.complete(self.bytes, false);
+            }
+            let mut rest =
+                ResponseBody::with(std::mem::replace(&mut self.inner, Inner::Full(None)));
+            rest.fill = self.fill.take();
+            rest.held = self.held.take();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    use http_body_util::BodyExt;
+                    while let Some(Ok(_)) = rest.frame().await {}
+                });
+                return;
+            }
+            // No runtime to finish it on: `rest` drops here, ending its readers short.
+        }
         self.done();
     }
 }
@@ -191,6 +237,15 @@ impl Body for ResponseBody {
                 Poll::Pending => return Poll::Pending,
             },
             Inner::Full(b) => b.take().map(|d| Ok(Frame::data(d))),
+            Inner::Streaming(rx, ended) => match rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(crate::cache::Piece::Data(d))) => Some(Ok(Frame::data(d))),
+                Poll::Ready(Some(crate::cache::Piece::End(true))) => {
+                    *ended = true;
+                    None
+                }
+                Poll::Ready(_) => Some(Err(Box::new(FetchFailed) as BoxError)),
+            },
         };
         match &polled {
             Some(Ok(frame)) => {
@@ -217,6 +272,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Upstream(b, _, _) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
+            Inner::Streaming(_, ended) => *ended,
         }
     }
 
@@ -224,6 +280,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Upstream(b, _, _) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Streaming(..) => SizeHint::default(),
         }
     }
 }

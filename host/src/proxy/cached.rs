@@ -13,7 +13,7 @@ use super::error::{ProxyError, Side};
 use super::{Answer, Outbound, Proxy};
 use crate::cache::directives::{Qualified, RequestDirectives};
 use crate::cache::object::{Context, Exchange, Meta, Object, RequestFacts};
-use crate::cache::{self, Cache, Fill, Leader, Lookup, bump};
+use crate::cache::{self, Cache, Fill, Leader, Lookup, Streaming, Waited, bump};
 use crate::config::CacheConfig;
 use crate::policy::{CachePolicy, HeaderEdit, ResponseChanges, ResponseSource};
 use bytes::Bytes;
@@ -342,10 +342,19 @@ impl Proxy {
             }
             match c.cache.join(&c.key) {
                 Ok(leader) => return self.fetch(&c, &out, req, obj, Some(leader), st, true).await,
-                Err(rx) if !collapsed => {
+                Err(flight) if !collapsed => {
                     collapsed = true;
-                    if c.cache.wait(rx).await {
-                        continue;
+                    // A plain GET can read the leader's response while it arrives; a HEAD or
+                    // a conditional request waits for the stored object.
+                    let stream =
+                        !head && !CONDITIONALS.iter().any(|h| req.headers().contains_key(h));
+                    match c.cache.wait(flight, stream).await {
+                        Waited::Done => continue,
+                        Waited::Streaming(s) => {
+                            bump(&c.cache.stats.streamed);
+                            return Ok((self.serve_streaming(&c, &out, &s), None));
+                        }
+                        Waited::TimedOut => {}
                     }
                     let st = Status {
                         detail: Some("coalesce-timeout"),
@@ -558,12 +567,12 @@ impl Proxy {
         let ttl = changes.ttl_secs.or(c.policy.ttl_secs);
         let mut fill = None;
         if store {
-            let too_large = answer
+            let length = answer
                 .response
                 .headers()
                 .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .is_some_and(|n| n > c.cache.config.max_object_size);
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let too_large = length.is_some_and(|n| n > c.cache.config.max_object_size);
             let as_get;
             let facts = if converted {
                 as_get = RequestFacts {
@@ -595,7 +604,13 @@ impl Proxy {
                         }
                     }
                     st.stored = true;
-                    fill = Some(Fill::new(c.cache.clone(), c.key.clone(), meta, leader));
+                    fill = Some(Fill::new(
+                        c.cache.clone(),
+                        c.key.clone(),
+                        meta,
+                        length,
+                        leader,
+                    ));
                 }
                 Ok(_) => c.cache.mark_uncacheable(&c.key),
                 // What this request asked, not what the resource is: others may store it.
@@ -656,6 +671,45 @@ impl Proxy {
             }
         }
         obj.invalidate();
+    }
+
+    /// A response another request is fetching and storing, read as it arrives
+    /// (read-while-write): its head as it will be stored, its body from the leader's fill.
+    fn serve_streaming(
+        &self,
+        c: &CacheRequest,
+        out: &Outbound,
+        s: &Streaming,
+    ) -> Response<ResponseBody> {
+        let meta = &s.meta;
+        let now = Instant::now();
+        let mut rp = Response::new(()).into_parts().0;
+        rp.status = meta.status;
+        rp.headers = meta.headers.clone();
+        if let Qualified::Fields(fields) = &meta.directives.no_cache {
+            for f in fields {
+                rp.headers.remove(f);
+            }
+        }
+        let age = meta.initial_age + now.saturating_duration_since(meta.stored_at).as_secs();
+        rp.headers.insert(header::AGE, HeaderValue::from(age));
+        rp.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(s.length));
+        let st = Status {
+            hit: true,
+            collapsed: true,
+            ttl: Some(meta.lifetime as i64 - age as i64),
+            ..Status::default()
+        };
+        self.mark(c, &mut rp.headers, st, true);
+        let changes =
+            match self.response_phase(out, rp.status, &mut rp.headers, ResponseSource::Cache, None)
+            {
+                Ok(changes) => changes,
+                Err(instead) => return *instead,
+            };
+        self.finish(out, &mut rp, &changes.edits);
+        Response::from_parts(rp, ResponseBody::streaming(s.reader()))
     }
 
     /// A response from the store.
