@@ -52,22 +52,37 @@ pub fn parse<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> Vec<Direct
     members(lines).collect()
 }
 
+/// Follows quoted strings (RFC 9110 §5.6.4) through a field value, byte by byte.
+#[derive(Default, Clone, Copy)]
+pub struct Quotes {
+    quoted: bool,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Takes the next byte: whether it stands outside every quoted string (a quote mark, an
+    /// escape and what it escapes are inside).
+    pub fn outside(&mut self, b: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+        } else if self.quoted && b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.quoted = !self.quoted;
+        } else {
+            return !self.quoted;
+        }
+        false
+    }
+}
+
 /// The next comma-separated member (commas in quoted strings included) and what follows it.
 fn split_member(s: &[u8]) -> (&[u8], &[u8]) {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, &b) in s.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if quoted && b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            quoted = !quoted;
-        } else if b == b',' && !quoted {
-            return (&s[..i], &s[i + 1..]);
-        }
+    let mut q = Quotes::default();
+    match s.iter().position(|&b| q.outside(b) && b == b',') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, &[]),
     }
-    (s, &[])
 }
 
 fn directive(member: &[u8]) -> Option<Directive<'_>> {

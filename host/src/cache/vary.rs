@@ -11,6 +11,7 @@
 //! Written here rather than taken from a crate: it is a few dozen lines over the list syntax
 //! of RFC 9110 §5.6.1, and no crate does this normalisation.
 
+use super::directives::Quotes;
 use crate::config::VaryNorm;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -133,21 +134,14 @@ fn normalise_member(m: &[u8], fold: bool) -> Vec<u8> {
         }
         let part = part.trim_ascii();
         if fold {
-            let (mut quoted, mut escaped) = (false, false);
-            for &b in part {
-                if escaped {
-                    escaped = false;
-                } else if quoted && b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    quoted = !quoted;
-                }
-                out.push(if quoted || b == b'"' {
-                    b
-                } else {
+            let mut q = Quotes::default();
+            out.extend(part.iter().map(|&b| {
+                if q.outside(b) {
                     b.to_ascii_lowercase()
-                });
-            }
+                } else {
+                    b
+                }
+            }));
         } else {
             out.extend_from_slice(part);
         }
@@ -161,20 +155,8 @@ fn normalise_member(m: &[u8], fold: bool) -> Vec<u8> {
 
 /// Splits `s` on `sep` where it is not inside a quoted string (RFC 9110 §5.6.4).
 fn split_outside_quotes(s: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
-    let mut quoted = false;
-    let mut escaped = false;
-    s.split(move |&b| {
-        if escaped {
-            escaped = false;
-        } else if quoted && b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            quoted = !quoted;
-        } else if b == sep && !quoted {
-            return true;
-        }
-        false
-    })
+    let mut q = Quotes::default();
+    s.split(move |&b| q.outside(b) && b == sep)
 }
 
 #[cfg(test)]

@@ -701,6 +701,19 @@ impl Proxy {
             ttl: Some(meta.lifetime as i64 - age as i64),
             ..Status::default()
         };
+        self.answer_from_store(c, out, rp, st, ResponseBody::streaming(s.reader()))
+    }
+
+    /// The last steps of every response the cache answers itself: its own fields, the
+    /// response phase (source `cache`), the decision's edits.
+    fn answer_from_store(
+        &self,
+        c: &CacheRequest,
+        out: &Outbound,
+        mut rp: http::response::Parts,
+        st: Status,
+        body: ResponseBody,
+    ) -> Response<ResponseBody> {
         self.mark(c, &mut rp.headers, st, true);
         let changes =
             match self.response_phase(out, rp.status, &mut rp.headers, ResponseSource::Cache, None)
@@ -709,7 +722,7 @@ impl Proxy {
                 Err(instead) => return *instead,
             };
         self.finish(out, &mut rp, &changes.edits);
-        Response::from_parts(rp, ResponseBody::streaming(s.reader()))
+        Response::from_parts(rp, body)
     }
 
     /// A response from the store.
@@ -775,15 +788,7 @@ impl Proxy {
                 body = Bytes::new();
             }
         }
-        self.mark(c, &mut rp.headers, st, true);
-        let changes =
-            match self.response_phase(out, rp.status, &mut rp.headers, ResponseSource::Cache, None)
-            {
-                Ok(changes) => changes,
-                Err(instead) => return *instead,
-            };
-        self.finish(out, &mut rp, &changes.edits);
-        Response::from_parts(rp, ResponseBody::full(body))
+        self.answer_from_store(c, out, rp, st, ResponseBody::full(body))
     }
 
     /// RFC 9111 §5.2.1.7: nothing usable stored and the client will not wait for upstream.
