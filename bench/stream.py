@@ -56,7 +56,7 @@ async def origin(reader, writer):
             for _ in range(SIZE // CHUNK - 1):
                 writer.write(chunk)
                 await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
         pass
     finally:
         writer.close()
@@ -93,7 +93,8 @@ async def main():
                 f'[[listener]]\naddress = "127.0.0.1:{pport}"\n\n'
                 f'[[pool]]\nname = "origin"\nendpoints = [{{ address = "127.0.0.1:{oport}" }}]\n\n'
                 '[proxy]\ndefault_pool = "origin"\n\n'
-                '[cache]\ncapacity = "1GiB"\nmax_object_size = "64MiB"\n'
+                '[cache]\ncapacity = "1GiB"\nmax_object_size = "64MiB"\n\n'
+                '[log]\naccess_log = false\n'
             )
         proxy = subprocess.Popen([SLUICE, "run", "--config", config], stdout=subprocess.DEVNULL)
         try:

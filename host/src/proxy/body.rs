@@ -3,6 +3,7 @@
 //! [`ResponseBody`] is either the upstream's stream or a small local body; it counts bytes and
 //! writes the access-log line when the response is finished (or abandoned).
 
+use crate::cache::Piece;
 use crate::upstream::connection::PooledConn;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -11,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use crate::upstream::body::{BodyTooLarge, BoxError, RequestBody};
 
@@ -60,11 +62,9 @@ enum Inner {
     /// The upstream's body and, for HTTP/1.1, the connection to give back once it is read.
     Upstream(Incoming, Option<PooledConn>, StallTimer),
     Full(Option<Bytes>),
-    /// Another request's response, read as it is stored (`cache::Streaming`).
-    Streaming(
-        tokio::sync::mpsc::UnboundedReceiver<crate::cache::Piece>,
-        bool,
-    ),
+    /// Another request's response, read as it is stored (`cache::Streaming`), and how many
+    /// of its declared bytes are still to come.
+    Streaming(UnboundedReceiver<Piece>, u64),
 }
 
 /// The response being read while it was stored ended short: its fetch failed.
@@ -119,9 +119,9 @@ impl ResponseBody {
         Self::with(Inner::Full(None))
     }
 
-    /// Another request's response as the cache stores it.
-    pub fn streaming(rx: tokio::sync::mpsc::UnboundedReceiver<crate::cache::Piece>) -> Self {
-        Self::with(Inner::Streaming(rx, false))
+    /// Another request's response as the cache stores it, `length` bytes long.
+    pub fn streaming(rx: UnboundedReceiver<Piece>, length: u64) -> Self {
+        Self::with(Inner::Streaming(rx, length))
     }
 
     fn with(inner: Inner) -> Self {
@@ -237,13 +237,14 @@ impl Body for ResponseBody {
                 Poll::Pending => return Poll::Pending,
             },
             Inner::Full(b) => b.take().map(|d| Ok(Frame::data(d))),
-            Inner::Streaming(rx, ended) => match rx.poll_recv(cx) {
+            Inner::Streaming(_, 0) => None,
+            Inner::Streaming(rx, left) => match rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(crate::cache::Piece::Data(d))) => Some(Ok(Frame::data(d))),
-                Poll::Ready(Some(crate::cache::Piece::End(true))) => {
-                    *ended = true;
-                    None
+                Poll::Ready(Some(Piece::Data(d))) => {
+                    *left = left.saturating_sub(d.len() as u64);
+                    Some(Ok(Frame::data(d)))
                 }
+                // Ended, complete or not, before the declared length: short.
                 Poll::Ready(_) => Some(Err(Box::new(FetchFailed) as BoxError)),
             },
         };
@@ -272,7 +273,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Upstream(b, _, _) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
-            Inner::Streaming(_, ended) => *ended,
+            Inner::Streaming(_, left) => *left == 0,
         }
     }
 
@@ -280,7 +281,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Upstream(b, _, _) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Streaming(..) => SizeHint::default(),
+            Inner::Streaming(_, left) => SizeHint::with_exact(*left),
         }
     }
 }

@@ -701,7 +701,13 @@ impl Proxy {
             ttl: Some(meta.lifetime as i64 - age as i64),
             ..Status::default()
         };
-        self.answer_from_store(c, out, rp, st, ResponseBody::streaming(s.reader()))
+        self.answer_from_store(
+            c,
+            out,
+            rp,
+            st,
+            ResponseBody::streaming(s.reader(), s.length),
+        )
     }
 
     /// The last steps of every response the cache answers itself: its own fields, the
