@@ -12,6 +12,7 @@ pub mod build;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod fuzz;
 pub mod health;
 pub mod listener;
 pub mod logging;

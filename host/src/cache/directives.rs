@@ -74,6 +74,11 @@ impl Quotes {
         }
         false
     }
+
+    /// Whether every quoted string so far is closed.
+    pub fn closed(&self) -> bool {
+        !self.quoted && !self.escaped
+    }
 }
 
 /// The next comma-separated member (commas in quoted strings included) and what follows it.

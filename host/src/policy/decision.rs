@@ -164,6 +164,22 @@ fn header_value(name: &HeaderName, value: Vec<u8>, what: &str) -> Result<HeaderV
     })
 }
 
+/// One header edit from a guest, checked: a valid name the host does not own, a valid value
+/// within [`MAX_VALUE`] (ignored for a removal).
+pub fn checked_edit(
+    op: EditOp,
+    name: &str,
+    value: Vec<u8>,
+    what: &str,
+) -> Result<HeaderEdit, String> {
+    let name = header_name(name, what)?;
+    let value = match op {
+        EditOp::Remove => HeaderValue::from_static(""),
+        _ => header_value(&name, value, what)?,
+    };
+    Ok(HeaderEdit { op, name, value })
+}
+
 fn too_many(n: usize, what: &str) -> Result<(), String> {
     if n > MAX_EDITS {
         return Err(format!(
@@ -192,13 +208,12 @@ pub(super) fn edits(list: Vec<wit::HeaderEdit>, what: &str) -> Result<Vec<Header
     too_many(list.len(), what)?;
     list.into_iter()
         .map(|e| {
-            let name = header_name(&e.name, what)?;
-            let (op, value) = match e.op {
-                wit::EditOp::Set => (EditOp::Set, header_value(&name, e.value, what)?),
-                wit::EditOp::Append => (EditOp::Append, header_value(&name, e.value, what)?),
-                wit::EditOp::Remove => (EditOp::Remove, HeaderValue::from_static("")),
+            let op = match e.op {
+                wit::EditOp::Set => EditOp::Set,
+                wit::EditOp::Append => EditOp::Append,
+                wit::EditOp::Remove => EditOp::Remove,
             };
-            Ok(HeaderEdit { op, name, value })
+            checked_edit(op, &e.name, e.value, what)
         })
         .collect()
 }

@@ -32,7 +32,7 @@ pub mod watch;
 
 pub use decision::{
     CachePolicy, Decision, EditOp, Forward, HeaderEdit, LocalResponse, ResponseAction,
-    ResponseChanges,
+    ResponseChanges, checked_edit,
 };
 pub use engine::EngineOptions;
 pub use revision::{FailureKind, PolicyFailure};
