@@ -20,7 +20,7 @@ const CRATE_LAYERS: &[&[&str]] = &[
     &["proxy"],
     &["listener"],
     &[ROOT],
-    &["admin", "build", "demo", "signals"],
+    &["admin", "build", "demo", "fuzz", "signals"],
 ];
 const ROOT: &str = "(lib.rs)";
 
