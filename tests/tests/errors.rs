@@ -695,3 +695,51 @@ async fn stalled_upstream_body_is_aborted_after_the_response_timeout() {
     let resp = send(&mut h1(proxy.http).await, get("/ok", "example.test")).await;
     assert_eq!(resp.status(), 200);
 }
+
+/// `Expect: 100-continue`: the client holds its body until the proxy says `100 Continue`,
+/// which it does when the body is first read (on its way upstream); a request refused up
+/// front gets its final answer instead, and the body is never asked for.
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let (origin, proxy) = proxy_with_echo("[limits]\nmax_request_body = \"1KiB\"").await;
+    let mut s = TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        let n = guarded("the 100 Continue", s.read(&mut byte))
+            .await
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before 100 Continue: {:?}",
+            String::from_utf8_lossy(&interim)
+        );
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
+    s.write_all(b"hello").await.unwrap();
+    let resp = raw_read_response(&mut s, 5).await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert_eq!(raw_body(&resp), "a 5");
+    assert_eq!(origin.hits(), 1);
+
+    // Over the limit: the 413 comes at once, without a 100 Continue.
+    let resp = raw(
+        proxy.http,
+        b"POST / HTTP/1.1\r\nHost: example.test\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n",
+        5,
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 413 "), "{resp}");
+    assert_eq!(origin.hits(), 1);
+}
