@@ -102,9 +102,14 @@ impl Activity {
         self.0.linger.load(Ordering::Relaxed)
     }
 
-    /// The connection speaks HTTP/2 (it has carried an h2 request).
+    /// The connection speaks HTTP/2: its preface arrived (or ALPN chose h2), or it carried an
+    /// h2 request.
     pub fn is_h2(&self) -> bool {
         self.0.h2.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_h2(&self) {
+        self.0.h2.store(true, Ordering::Relaxed);
     }
 
     /// The connection became a tunnel; it stays busy until the guard drops.

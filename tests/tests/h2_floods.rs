@@ -237,3 +237,31 @@ async fn continuation_flood_is_cut() {
     assert_eq!(seen.frames[HEADERS as usize], 0, "{seen:?}");
     probe(&site).await;
 }
+
+/// A connection cut for flooding is closed at once: it does not linger reading the rest of
+/// the flood (a lingering close is for HTTP/1.1 clients that may still read an error answer).
+/// With lingering the proxy would read and discard up to 32 MiB of it first.
+#[tokio::test]
+async fn a_cut_connection_is_closed_not_lingered() {
+    let site = TlsSite::start("example.test").await;
+    let mut s = TcpStream::connect(site.proxy.http).await.unwrap();
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &[]));
+    s.write_all(&start).await.unwrap();
+    let batch = frame(PING, 0, 0, &[0; 8]).repeat(4096);
+    let mut sent = 0usize;
+    guarded("the flood is refused", async {
+        while sent < 64 << 20 {
+            if s.write_all(&batch).await.is_err() {
+                return;
+            }
+            sent += batch.len();
+        }
+    })
+    .await;
+    assert!(
+        sent < 24 << 20,
+        "{sent} bytes of flood taken in after the cut"
+    );
+    probe(&site).await;
+}

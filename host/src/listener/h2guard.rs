@@ -30,6 +30,7 @@
 //! The GOAWAY goes out at once, only at a frame boundary of what hyper has written, and only if the
 //! socket takes it at once (an attacker that stops reading gets a plain close).
 
+use crate::activity::Activity;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -130,13 +131,19 @@ pin_project_lite::pin_project! {
         data_sent: u64,
         last_stream: u32,
         goaway_tried: bool,
+        // Told once the connection is known to be HTTP/2 (a closing h2 connection does not
+        // linger, and its reads between requests are frames, not a slow head).
+        activity: Activity,
     }
 }
 
 impl<T> H2Guard<T> {
     /// `required`: the connection is HTTP/2 by ALPN, so anything but the preface is an error;
     /// otherwise (cleartext) the guard watches only connections that start with it.
-    pub fn new(inner: T, required: bool) -> Self {
+    pub fn new(inner: T, required: bool, activity: Activity) -> Self {
+        if required {
+            activity.mark_h2();
+        }
         H2Guard {
             inner,
             mode: Mode::Preface {
@@ -151,6 +158,7 @@ impl<T> H2Guard<T> {
             data_sent: 0,
             last_stream: 0,
             goaway_tried: false,
+            activity,
         }
     }
 }
@@ -230,6 +238,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for H2Guard<T> {
                 return res;
             }
             *this.mode = Mode::Watching;
+            this.activity.mark_h2();
         }
         if !matches!(this.mode, Mode::Watching) {
             return res;

@@ -258,7 +258,8 @@ async fn serve(
         None => {
             let info = Arc::new(ConnInfo::new(peer, false, None, listener, activity.clone()));
             // HTTP/1.1 or prior-knowledge h2: the guard watches only the latter.
-            let io = TokioIo::new(H2Guard::new(Tracked::new(stream, activity), false));
+            let guard = H2Guard::new(Tracked::new(stream, activity.clone()), false, activity);
+            let io = TokioIo::new(guard);
             let svc = proxy_service(shared, &info);
             let conn = shared.builders.auto.serve_connection_with_upgrades(io, svc);
             serve_http(info, shared, conn).await;
@@ -278,7 +279,7 @@ async fn serve(
             let io = Tracked::new(tls, activity);
             let (b, svc) = (&shared.builders, proxy_service(shared, &info));
             if h2 {
-                let io = TokioIo::new(H2Guard::new(io, true));
+                let io = TokioIo::new(H2Guard::new(io, true, info.activity.clone()));
                 serve_http(info, shared, b.h2.serve_connection(io, svc)).await;
             } else {
                 let io = TokioIo::new(io);
