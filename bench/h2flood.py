@@ -12,15 +12,12 @@ against the same probe with no attack.
 
 import asyncio
 import os
-import signal
-import socket
 import statistics
 import struct
-import subprocess
-import tempfile
 import time
 
-SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
+from sluice_proc import free_port, sluice
+
 ATTACK_S = float(os.environ.get("ATTACK_S", "5"))
 ATTACKERS = int(os.environ.get("ATTACKERS", "4"))
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -81,11 +78,6 @@ ATTACKS = [
 ]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 async def origin(reader, writer):
     try:
@@ -143,25 +135,10 @@ def summary(lat):
 
 
 async def main():
-    oport, pport = free_port(), free_port()
+    oport = free_port()
     server = await asyncio.start_server(origin, "127.0.0.1", oport)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "sluice.toml")
-        with open(config, "w") as f:
-            f.write(
-                f'[[listener]]\naddress = "127.0.0.1:{pport}"\n\n'
-                f'[[pool]]\nname = "origin"\nendpoints = [{{ address = "127.0.0.1:{oport}" }}]\n\n'
-                '[proxy]\ndefault_pool = "origin"\n\n[log]\naccess_log = false\n'
-            )
-        proxy = subprocess.Popen([SLUICE, "run", "--config", config], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", pport), timeout=0.1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+    try:
+        async with sluice(oport) as pport:
             print("| attack | connections cut | MB sent | probe requests | median ms | p99 ms | max ms |")
             print("|---|---|---|---|---|---|---|")
             base = await probe(pport, time.monotonic() + ATTACK_S)
@@ -172,11 +149,8 @@ async def main():
                 tasks = [attacker(pport, make, until, stats) for _ in range(ATTACKERS)]
                 lat, *_ = await asyncio.gather(probe(pport, until), *tasks)
                 print(f"| {name} | {stats['cut']} | {stats['bytes'] / 1e6:.0f} | {summary(lat)} |")
-        finally:
-            proxy.send_signal(signal.SIGTERM)
-            proxy.wait(timeout=30)
-            server.close()
-
+    finally:
+        server.close()
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -14,27 +14,18 @@ and the origin saw one request.
 
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
+
+from sluice_proc import free_port, sluice
 
 N = int(os.environ.get("N", "100"))
 SIZE = int(os.environ.get("SIZE", str(64 << 20)))
 HOLD = float(os.environ.get("HOLD", "1"))
 CHUNK = 64 << 10
-SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
 
 origin_requests = 0
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def origin(reader, writer):
@@ -84,26 +75,10 @@ async def client(port, first_byte):
 
 
 async def main():
-    oport, pport = free_port(), free_port()
+    oport = free_port()
     server = await asyncio.start_server(origin, "127.0.0.1", oport)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "sluice.toml")
-        with open(config, "w") as f:
-            f.write(
-                f'[[listener]]\naddress = "127.0.0.1:{pport}"\n\n'
-                f'[[pool]]\nname = "origin"\nendpoints = [{{ address = "127.0.0.1:{oport}" }}]\n\n'
-                '[proxy]\ndefault_pool = "origin"\n\n'
-                '[cache]\ncapacity = "1GiB"\nmax_object_size = "64MiB"\n\n'
-                '[log]\naccess_log = false\n'
-            )
-        proxy = subprocess.Popen([SLUICE, "run", "--config", config], stdout=subprocess.DEVNULL)
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", pport), timeout=0.1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+    try:
+        async with sluice(oport, '[cache]\ncapacity = "1GiB"\nmax_object_size = "64MiB"\n') as pport:
             first = asyncio.Event()
             leader = asyncio.create_task(client(pport, first))
             await asyncio.wait_for(first.wait(), 10)
@@ -111,10 +86,8 @@ async def main():
             waiters = [client(pport, None) for _ in range(N - 1)]
             results = await asyncio.wait_for(asyncio.gather(leader, *waiters), 120)
             total = time.monotonic() - start
-        finally:
-            proxy.send_signal(signal.SIGTERM)
-            proxy.wait(timeout=30)
-            server.close()
+    finally:
+        server.close()
     lead, rest = results[0], results[1:]
     bad = [r[1] for r in results if r[1] != SIZE]
     assert not bad, f"short bodies: {bad[:5]}"
