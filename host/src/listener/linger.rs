@@ -92,7 +92,7 @@ impl AsyncWrite for Lingering {
         Pin::new(self.stream()).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self.stream()).poll_flush(cx)
