@@ -1782,7 +1782,7 @@ async fn ranges_are_served_from_a_stored_full_response() {
 }
 
 #[tokio::test]
-async fn a_range_miss_is_forwarded_and_the_206_not_stored() {
+async fn a_206_without_a_validator_is_forwarded_and_not_stored() {
     let origin = scripted(|s| {
         if s.h("range").is_some() {
             reply(
@@ -1819,6 +1819,139 @@ async fn a_range_miss_is_forwarded_and_the_206_not_stored() {
     assert_eq!(from_cache.status, 206);
     assert_hit(&from_cache);
     assert_eq!(origin.hits(), 2);
+}
+
+/// The 20-byte body the range origins serve.
+const ALPHABET: &str = "abcdefghijklmnopqrst";
+
+/// An origin that answers a single `bytes=a-b` range of [`ALPHABET`] with a 206 carrying
+/// `etag` (read from the request's `x-etag` when given) and `max-age=100`, and anything else
+/// with the whole body.
+async fn range_origin(etag: &'static str) -> Scripted {
+    scripted(move |s| {
+        let etag = s.h("x-etag").unwrap_or(etag);
+        let headers = [("cache-control", "max-age=100"), ("etag", etag)];
+        let one = s
+            .h("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        match one {
+            Some((a, b)) => {
+                let cr = format!("bytes {a}-{b}/{}", ALPHABET.len());
+                let mut h = headers.to_vec();
+                h.push(("content-range", &cr));
+                reply(206, &h, &ALPHABET[a..=b])
+            }
+            None => reply(200, &headers, ALPHABET),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn parts_with_a_strong_etag_serve_the_ranges_they_cover_and_combine_into_the_whole() {
+    let origin = range_origin("\"v1\"").await;
+    let p = cached(&origin).await;
+    let range = |r: &'static str| call(p.http, request("GET", "/p", &[("range", r)]));
+
+    let first = range("bytes=0-4").await;
+    assert_eq!(
+        (first.status.as_u16(), &first.body[..]),
+        (206, &b"abcde"[..])
+    );
+    assert_tokens(&first, &["fwd=uri-miss", "stored"]);
+
+    let inside = range("bytes=1-3").await;
+    assert_eq!(
+        (inside.status.as_u16(), &inside.body[..]),
+        (206, &b"bcd"[..])
+    );
+    assert_eq!(inside.h("content-range"), Some("bytes 1-3/20"));
+    assert_eq!(inside.h("content-length"), Some("3"));
+    assert_eq!(inside.h("etag"), Some("\"v1\""));
+    assert_hit(&inside);
+    let tail = range("bytes=2-").await;
+    assert_lacks(&tail, &["hit"]);
+    assert_eq!(
+        origin.hits(),
+        2,
+        "bytes 2- is not all stored: it went upstream"
+    );
+    assert_eq!(
+        tail.status, 200,
+        "the test origin answers an open range whole"
+    );
+    let whole = fetch(&p, "/p").await;
+    assert_hit(&whole);
+    assert_eq!(
+        whole.body, ALPHABET,
+        "a 200 to a range request is stored whole"
+    );
+
+    let range = |r: &'static str| call(p.http, request("GET", "/q", &[("range", r)]));
+    range("bytes=0-4").await;
+    let apart = range("bytes=10-14").await;
+    assert_tokens(&apart, &["fwd=partial", "stored"]);
+    let gap = range("bytes=3-11").await;
+    assert_tokens(&gap, &["fwd=partial", "stored"]);
+    assert_eq!(gap.body, "defghijkl");
+    assert_eq!(origin.hits_for("/q"), 3);
+    let joined = range("bytes=0-14").await;
+    assert_eq!(joined.body, "abcdefghijklmno");
+    assert_hit(&joined);
+    assert_eq!(
+        origin.hits_for("/q"),
+        3,
+        "0-4, 3-11 and 10-14 joined into one range"
+    );
+    assert_eq!(counter(&stats(&p).await, "combined"), 0);
+
+    let end = range("bytes=15-19").await;
+    assert_eq!(end.body, "pqrst");
+    let stats = stats(&p).await;
+    assert_eq!(counter(&stats, "combined"), 1, "{stats}");
+    let whole = fetch(&p, "/q").await;
+    assert_eq!(
+        (whole.status.as_u16(), &whole.body[..]),
+        (200, ALPHABET.as_bytes())
+    );
+    assert_eq!(whole.h("content-length"), Some("20"));
+    assert_eq!(whole.h("content-range"), None);
+    assert_hit(&whole);
+    assert_eq!(range("bytes=18-").await.body, "st");
+    assert_eq!(range("bytes=40-50").await.status, 416);
+    assert_eq!(origin.hits_for("/q"), 4);
+}
+
+#[tokio::test]
+async fn only_parts_of_one_representation_are_combined() {
+    let origin = range_origin("\"v1\"").await;
+    let p = cached(&origin).await;
+    let range = |path: &'static str, r: &'static str, etag: &'static str| {
+        let p = &p;
+        async move { fetch_with(p, path, &[("range", r), ("x-etag", etag)]).await }
+    };
+
+    // A new validator starts over: the old part is gone.
+    range("/e", "bytes=0-9", "\"v1\"").await;
+    range("/e", "bytes=10-19", "\"v2\"").await;
+    assert_eq!(counter(&stats(&p).await, "combined"), 0);
+    assert_lacks(&range("/e", "bytes=0-9", "\"v2\"").await, &["hit"]);
+    assert_hit(&range("/e", "bytes=12-15", "\"v2\"").await);
+
+    // A weak validator cannot tie parts together: not stored.
+    range("/w", "bytes=0-4", "W/\"v1\"").await;
+    assert_lacks(&range("/w", "bytes=0-4", "W/\"v1\"").await, &["hit"]);
+    assert_eq!(origin.hits_for("/w"), 2);
+
+    // If-Range that does not match what is stored goes upstream; one that does is a hit.
+    range("/i", "bytes=0-4", "\"v1\"").await;
+    let other = fetch_with(&p, "/i", &[("range", "bytes=0-4"), ("if-range", "\"v0\"")]).await;
+    assert_lacks(&other, &["hit"]);
+    let same = fetch_with(&p, "/i", &[("range", "bytes=0-4"), ("if-range", "\"v1\"")]).await;
+    assert_hit(&same);
+    assert_eq!(origin.hits_for("/i"), 2);
 }
 
 #[tokio::test]

@@ -221,17 +221,14 @@ fn purge(cache: &Cache, body: &[u8]) -> Result<serde_json::Value, String> {
     }
     let soft = r.soft;
     let purged = if let Some(url) = r.url {
-        let url = crate::cache::key::key_of_url(&url)?;
-        // The default key, and objects stored under a policy's own key for the same URL.
-        cache.purge_key(url.as_bytes(), soft)
-            + cache.purge(soft, |k, o| k != url.as_bytes() && *o.url == *url)
+        cache.purge_url(&crate::cache::key::key_of_url(&url)?, soft)
     } else if let Some(key) = r.key {
         cache.purge_key(key.as_bytes(), soft)
     } else if let Some(prefix) = r.prefix {
         if prefix.is_empty() {
             return Err("\"prefix\" must not be empty (use \"all\": true)".into());
         }
-        cache.purge(soft, |_, o| o.url.starts_with(prefix.as_str()))
+        cache.purge_prefix(&prefix, soft)
     } else if let Some(tag) = r.tag {
         cache.purge_tag(&tag, soft)
     } else {

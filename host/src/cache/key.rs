@@ -41,6 +41,15 @@ pub fn default_key(tls: bool, authority: Option<&Authority>, uri: &Uri) -> Strin
     key
 }
 
+/// `scheme://host:port` of a normalised URL.
+pub fn origin_of(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    match url[after..].find('/') {
+        Some(i) => &url[..after + i],
+        None => url,
+    }
+}
+
 fn push_sorted_query(key: &mut String, q: &str) {
     let mut pairs: Vec<(&str, &str, &str)> = q
         .split('&')

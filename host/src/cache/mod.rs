@@ -5,6 +5,7 @@
 //! - [`directives`]: `Cache-Control`, dates, `Age`.
 //! - [`object`]: storability, freshness and age of a stored response.
 //! - [`vary`]: variant selection and the normalisation of selecting fields.
+//! - [`partial`]: stored 206 parts and their combination into the complete response.
 //! - this file: the store (one entry per key holding its `Vary` variants), in-flight fetches
 //!   (coalescing), hit-for-miss markers, purge and stats.
 //!
@@ -14,6 +15,7 @@
 pub mod directives;
 pub mod key;
 pub mod object;
+pub mod partial;
 #[cfg(test)]
 mod tests;
 pub mod vary;
@@ -22,6 +24,7 @@ use crate::config::CacheConfig;
 use bytes::Bytes;
 use http::HeaderMap;
 use object::{Meta, Object};
+use partial::{Merged, Partial};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,8 +39,21 @@ const MAX_VARIANTS: usize = 8;
 enum Entry {
     /// Newest first.
     Objects(Arc<[Arc<Object>]>),
+    /// Parts of one response, not yet all of it.
+    Parts(Arc<Partial>),
     /// The last response for this key was not storable: until then, do not coalesce.
     Uncacheable(Instant),
+}
+
+impl Entry {
+    /// The objects it holds: the variants, or the head of the parts.
+    fn objects(&self) -> &[Arc<Object>] {
+        match self {
+            Entry::Objects(list) => list,
+            Entry::Parts(p) => std::slice::from_ref(&p.head),
+            Entry::Uncacheable(_) => &[],
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -47,15 +63,16 @@ impl quick_cache::Weighter<Bytes, Entry> for Weigh {
     fn weight(&self, key: &Bytes, e: &Entry) -> u64 {
         match e {
             Entry::Objects(list) => list.iter().map(|o| o.weight()).sum(),
+            Entry::Parts(p) => p.weight(),
             Entry::Uncacheable(_) => key.len() as u64 + 64,
         }
     }
 }
 
 /// Counts evictions (capacity pressure, not purges or replacements) and takes evicted keys
-/// out of the tag index.
+/// out of the index.
 #[derive(Clone)]
-struct Evictions(Arc<AtomicU64>, Arc<TagIndex>);
+struct Evictions(Arc<AtomicU64>, Arc<Index>);
 
 impl quick_cache::Lifecycle<Bytes, Entry> for Evictions {
     type RequestState = ();
@@ -65,63 +82,89 @@ impl quick_cache::Lifecycle<Bytes, Entry> for Evictions {
     }
 }
 
-/// Tag -> the keys whose objects carry it, so `purge-tag` visits only those instead of the
-/// whole store (Varnish's xkey, Fastly's surrogate keys work the same way).
+/// Which keys hold objects with a tag, and objects of an origin, so `purge-tag` and
+/// `purge-prefix` visit only those instead of the whole store (Varnish's xkey, Fastly's
+/// surrogate keys work the same way for tags).
 ///
 /// Kept on insert and taken out when an entry is evicted or removed. It may still name a
 /// key whose objects no longer carry the tag (a replacement without it), so a purge checks
 /// each object it finds. Lock order: a store shard's lock, then this one (eviction and
 /// `retain` call in here under the shard lock); never the store while holding this.
 #[derive(Default)]
-struct TagIndex(Mutex<HashMap<Box<str>, HashSet<Bytes>>>);
+struct Index(Mutex<Maps>);
 
-impl TagIndex {
+type KeySets = HashMap<Box<str>, HashSet<Bytes>>;
+
+#[derive(Default)]
+struct Maps {
+    tags: KeySets,
+    /// By `scheme://host:port` of the objects' URLs (the default key's layout).
+    origins: KeySets,
+}
+
+impl Index {
     fn add(&self, key: &Bytes, object: &Object) {
-        if object.tags.is_empty() {
-            return;
-        }
-        let mut index = self.0.lock().expect("tag index lock");
+        let mut m = self.0.lock().expect("index lock");
         for t in object.tags.iter() {
-            index.entry(t.clone()).or_default().insert(key.clone());
+            m.tags.entry(t.clone()).or_default().insert(key.clone());
+        }
+        let origin = key::origin_of(&object.url);
+        match m.origins.get_mut(origin) {
+            Some(keys) => {
+                keys.insert(key.clone());
+            }
+            None => {
+                m.origins
+                    .insert(origin.into(), HashSet::from([key.clone()]));
+            }
         }
     }
 
     fn remove(&self, key: &[u8], entry: &Entry) {
-        let Entry::Objects(list) = entry else {
-            return;
-        };
-        if list.iter().all(|o| o.tags.is_empty()) {
+        let objects = entry.objects();
+        if objects.is_empty() {
             return;
         }
-        let mut index = self.0.lock().expect("tag index lock");
-        for t in list.iter().flat_map(|o| o.tags.iter()) {
-            forget(&mut index, t, key);
+        let mut m = self.0.lock().expect("index lock");
+        for o in objects {
+            for t in o.tags.iter() {
+                forget(&mut m.tags, t, key);
+            }
+            forget(&mut m.origins, key::origin_of(&o.url), key);
         }
     }
 
-    fn keys(&self, tag: &str) -> Vec<Bytes> {
-        let index = self.0.lock().expect("tag index lock");
-        index
+    fn tagged(&self, tag: &str) -> Vec<Bytes> {
+        let m = self.0.lock().expect("index lock");
+        m.tags
             .get(tag)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Takes `key` out of `tag`'s set.
-    fn forget(&self, tag: &str, key: &[u8]) {
-        forget(&mut self.0.lock().expect("tag index lock"), tag, key);
+    fn of_origin(&self, origin: &str) -> Vec<Bytes> {
+        let m = self.0.lock().expect("index lock");
+        m.origins
+            .get(origin)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
-    fn len(&self) -> usize {
-        self.0.lock().expect("tag index lock").len()
+    /// Takes `key` out of `tag`'s set.
+    fn forget_tag(&self, tag: &str, key: &[u8]) {
+        forget(&mut self.0.lock().expect("index lock").tags, tag, key);
+    }
+
+    fn tags(&self) -> usize {
+        self.0.lock().expect("index lock").tags.len()
     }
 }
 
-fn forget(index: &mut HashMap<Box<str>, HashSet<Bytes>>, tag: &str, key: &[u8]) {
-    if let Some(keys) = index.get_mut(tag) {
+fn forget(index: &mut KeySets, name: &str, key: &[u8]) {
+    if let Some(keys) = index.get_mut(name) {
         keys.remove(key);
         if keys.is_empty() {
-            index.remove(tag);
+            index.remove(name);
         }
     }
 }
@@ -146,6 +189,8 @@ pub struct Stats {
     pub bypasses: AtomicU64,
     /// Coalesced requests served from a response while it was still arriving.
     pub streamed: AtomicU64,
+    /// Stored parts combined into a complete response.
+    pub combined: AtomicU64,
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -158,6 +203,8 @@ pub enum Lookup {
     Miss,
     /// Objects under the key, none selected by this request's `Vary` fields.
     VaryMiss,
+    /// Parts of the response this request selects, not all of it.
+    Parts(Arc<Partial>),
     /// The key's last response was not storable (hit-for-miss).
     Uncacheable,
     Found(Arc<Object>),
@@ -170,7 +217,7 @@ pub struct Cache {
     /// stored and can be read while it arrives; the sender's drop ends the flight.
     flights: Mutex<HashMap<Bytes, Flight>>,
     evictions: Arc<AtomicU64>,
-    tags: Arc<TagIndex>,
+    index: Arc<Index>,
     pub stats: Stats,
     pub config: CacheConfig,
 }
@@ -199,7 +246,7 @@ fn shards_for(c: &CacheConfig) -> usize {
 impl Cache {
     pub fn new(config: CacheConfig) -> Cache {
         let evictions = Arc::new(AtomicU64::new(0));
-        let tags = Arc::new(TagIndex::default());
+        let index = Arc::new(Index::default());
         let options = quick_cache::OptionsBuilder::new()
             .weight_capacity(config.capacity)
             // A guess for the index size: 8 KiB per object on average.
@@ -212,11 +259,11 @@ impl Cache {
                 options,
                 Weigh,
                 Default::default(),
-                Evictions(evictions.clone(), tags.clone()),
+                Evictions(evictions.clone(), index.clone()),
             ),
             flights: Mutex::new(HashMap::new()),
             evictions,
-            tags,
+            index,
             stats: Stats::default(),
             config,
         }
@@ -232,6 +279,8 @@ impl Cache {
                 .iter()
                 .find(|o| o.vary.matches(request_headers))
                 .map_or(Lookup::VaryMiss, |o| Lookup::Found(o.clone())),
+            Some(Entry::Parts(p)) if p.head.vary.matches(request_headers) => Lookup::Parts(p),
+            Some(Entry::Parts(_)) => Lookup::VaryMiss,
         }
     }
 
@@ -259,9 +308,44 @@ impl Cache {
             );
         }
         self.store.insert(key.clone(), Entry::Objects(list.into()));
-        self.tags.add(&key, &object);
+        self.index.add(&key, &object);
         bump(&self.stats.stores);
         object
+    }
+
+    /// Stores the part `body` of a response at `first` of its `complete` bytes, adding it
+    /// to the parts of the same representation under `key`, and stores the complete
+    /// response (a 200) once they cover all of it (RFC 9111 §3.4). `head` is the part's head
+    /// without its body. A complete response under the key is never replaced by a part.
+    /// (Two parts stored at the same moment can lose one: its range is fetched again.)
+    pub fn insert_part(&self, key: Bytes, mut head: Meta, first: u64, body: Bytes, complete: u64) {
+        let old = match self.store.peek(&key) {
+            Some(Entry::Objects(list)) if !list.is_empty() => return,
+            Some(Entry::Parts(p)) => Some(p),
+            _ => None,
+        };
+        head.headers.remove(http::header::CONTENT_RANGE);
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        let whole = head.clone();
+        let part = Object::new(head, Bytes::new(), key.len());
+        match Partial::merge(old.as_deref(), part, first, body, complete) {
+            Merged::Partial(p) => {
+                let p = Arc::new(p);
+                self.store.insert(key.clone(), Entry::Parts(p.clone()));
+                self.index.add(&key, &p.head);
+                bump(&self.stats.stores);
+            }
+            Merged::Complete(body) => {
+                let mut meta = whole;
+                meta.status = http::StatusCode::OK;
+                meta.headers
+                    .insert(http::header::CONTENT_LENGTH, body.len().into());
+                bump(&self.stats.combined);
+                let key_len = key.len();
+                self.insert(key, Object::new(meta, body, key_len));
+            }
+            Merged::Refused => {}
+        }
     }
 
     /// Remembers that `key`'s response was not storable, so requests for it stop waiting on
@@ -334,24 +418,19 @@ impl Cache {
         let n = AtomicU64::new(0);
         if soft {
             for (key, entry) in self.store.iter() {
-                if let Entry::Objects(list) = entry {
-                    for o in list.iter().filter(|o| pred(&key, o)) {
-                        o.invalidate();
-                        n.fetch_add(1, Ordering::Relaxed);
-                    }
+                for o in entry.objects().iter().filter(|o| pred(&key, o)) {
+                    o.invalidate();
+                    n.fetch_add(1, Ordering::Relaxed);
                 }
             }
         } else {
-            self.store.retain(|key, entry| match entry {
-                Entry::Objects(list) => {
-                    let hit = list.iter().filter(|o| pred(key, o)).count() as u64;
-                    n.fetch_add(hit, Ordering::Relaxed);
-                    if hit > 0 {
-                        self.tags.remove(key, entry);
-                    }
-                    hit == 0
+            self.store.retain(|key, entry| {
+                let hit = entry.objects().iter().filter(|o| pred(key, o)).count() as u64;
+                n.fetch_add(hit, Ordering::Relaxed);
+                if hit > 0 {
+                    self.index.remove(key, entry);
                 }
-                Entry::Uncacheable(_) => true,
+                hit == 0
             });
         }
         let n = n.into_inner();
@@ -359,19 +438,40 @@ impl Cache {
         n
     }
 
+    /// Purges the objects whose URL starts with `prefix`. A prefix that names an origin
+    /// and the start of a path (`https://host:443/...`, the default key's layout) visits
+    /// only that origin's keys; any other prefix scans the store.
+    pub fn purge_prefix(&self, prefix: &str, soft: bool) -> u64 {
+        let origin = key::origin_of(prefix);
+        if origin.len() == prefix.len() || !origin.contains("://") {
+            return self.purge(soft, |_, o| o.url.starts_with(prefix));
+        }
+        let n: u64 = self
+            .index
+            .of_origin(origin)
+            .iter()
+            .map(|key| self.purge_where(key, soft, |o| o.url.starts_with(prefix)))
+            .sum();
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Purges the objects stored for the normalised URL `url`: under it as their key (the
+    /// default key) and under a policy's own keys, found through the origin index.
+    pub fn purge_url(&self, url: &str, soft: bool) -> u64 {
+        let mut n = self.purge_where(url.as_bytes(), soft, |_| true);
+        for key in self.index.of_origin(key::origin_of(url)) {
+            if key != url.as_bytes() {
+                n += self.purge_where(&key, soft, |o| *o.url == *url);
+            }
+        }
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
     /// Purges one key (all its variants). Returns how many objects it touched.
     pub fn purge_key(&self, key: &[u8], soft: bool) -> u64 {
-        let n = match self.store.peek(key) {
-            Some(Entry::Objects(list)) if soft => {
-                list.iter().for_each(|o| o.invalidate());
-                list.len() as u64
-            }
-            Some(Entry::Objects(_)) => self.remove(key).map_or(0, |e| match e {
-                Entry::Objects(list) => list.len() as u64,
-                Entry::Uncacheable(_) => 0,
-            }),
-            _ => 0,
-        };
+        let n = self.purge_where(key, soft, |_| true);
         self.stats.purged.fetch_add(n, Ordering::Relaxed);
         n
     }
@@ -381,32 +481,11 @@ impl Cache {
     /// objects carried the tag.
     pub fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
         let mut n = 0;
-        for key in self.tags.keys(tag) {
-            let tagged = |e: &Entry| match e {
-                Entry::Objects(list) => list.iter().filter(|o| o.has_tag(tag)).count() as u64,
-                Entry::Uncacheable(_) => 0,
-            };
-            let hit = match self.store.peek(&key) {
-                Some(Entry::Objects(list)) if soft => {
-                    let mut hit = 0;
-                    for o in list.iter().filter(|o| o.has_tag(tag)) {
-                        o.invalidate();
-                        hit += 1;
-                    }
-                    hit
-                }
-                Some(_) if !soft => {
-                    let removed = self.store.remove_if(&key, |e| tagged(e) > 0);
-                    removed.map_or(0, |(k, e)| {
-                        self.tags.remove(&k, &e);
-                        tagged(&e)
-                    })
-                }
-                _ => 0,
-            };
+        for key in self.index.tagged(tag) {
+            let hit = self.purge_where(&key, soft, |o| o.has_tag(tag));
             if hit == 0 {
                 // Its objects no longer carry the tag (or it is gone).
-                self.tags.forget(tag, &key);
+                self.index.forget_tag(tag, &key);
             }
             n += hit;
         }
@@ -414,10 +493,32 @@ impl Cache {
         n
     }
 
-    /// Removes `key`'s entry and its tag index slots.
+    /// Under one key: marks the objects `pred` selects stale (soft), or removes the entry
+    /// if any is selected (hard). Returns how many were selected. Not counted in stats.
+    fn purge_where(&self, key: &[u8], soft: bool, pred: impl Fn(&Object) -> bool) -> u64 {
+        let selected = |e: &Entry| e.objects().iter().filter(|o| pred(o)).count() as u64;
+        if soft {
+            let Some(entry) = self.store.peek(key) else {
+                return 0;
+            };
+            let mut hit = 0;
+            for o in entry.objects().iter().filter(|o| pred(o)) {
+                o.invalidate();
+                hit += 1;
+            }
+            return hit;
+        }
+        let removed = self.store.remove_if(key, |e| selected(e) > 0);
+        removed.map_or(0, |(k, e)| {
+            self.index.remove(&k, &e);
+            selected(&e)
+        })
+    }
+
+    /// Removes `key`'s entry and its index slots.
     fn remove(&self, key: &[u8]) -> Option<Entry> {
         let (k, e) = self.store.remove(key)?;
-        self.tags.remove(&k, &e);
+        self.index.remove(&k, &e);
         Some(e)
     }
 
@@ -433,7 +534,7 @@ impl Cache {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "entries": self.store.len(),
-            "tags": self.tags.len(),
+            "tags": self.index.tags(),
             "bytes": self.store.weight(),
             "capacity": self.config.capacity,
             "hits": g(&s.hits),
@@ -450,6 +551,7 @@ impl Cache {
             "hit_for_miss": g(&s.hit_for_miss),
             "bypasses": g(&s.bypasses),
             "streamed": g(&s.streamed),
+            "combined": g(&s.combined),
         })
     }
 }
@@ -559,6 +661,8 @@ pub struct Fill {
     size: u64,
     /// Ends the flight once the object is stored (or given up).
     leader: Option<Leader>,
+    /// A part of a response (a 206) rather than all of it.
+    part: Option<partial::ContentRange>,
 }
 
 impl Fill {
@@ -591,7 +695,15 @@ impl Fill {
             streaming,
             size: 0,
             leader,
+            part: None,
         }
+    }
+
+    /// Collects the body of a 206 answering `range`, to store as a part.
+    pub fn part(cache: Arc<Cache>, key: Bytes, meta: Meta, range: partial::ContentRange) -> Fill {
+        let mut fill = Fill::new(cache, key, meta, Some(range.bytes()), None);
+        fill.part = Some(range);
+        fill
     }
 
     /// One body chunk.
@@ -600,6 +712,12 @@ impl Fill {
             return;
         }
         self.size += chunk.len() as u64;
+        if let Some(range) = self.part.filter(|r| self.size > r.bytes()) {
+            tracing::debug!(key = ?self.key, ?range, "a part longer than its Content-Range");
+            self.meta = None;
+            self.chunks = Vec::new();
+            return;
+        }
         if self.size > self.cache.config.max_object_size {
             // Too large after all (no or a wrong Content-Length): pass it through.
             self.meta = None;
@@ -642,6 +760,14 @@ impl Fill {
         }
         let body = Bytes::from(all);
         let meta = Arc::try_unwrap(meta).unwrap_or_else(|shared| (*shared).clone());
+        if let Some(range) = self.part {
+            if self.size == range.bytes() {
+                let key = self.key.clone();
+                self.cache
+                    .insert_part(key, meta, range.first, body, range.complete);
+            }
+            return;
+        }
         let object = Object::new(meta, body, self.key.len());
         self.cache.insert(self.key.clone(), object);
         drop(self.leader.take());

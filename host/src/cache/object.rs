@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime};
 const HEURISTIC: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// The statuses whose caching this cache implements (`must-understand`, RFC 9111 §5.2.2.3):
-/// the heuristically cacheable ones it stores (RFC 9110 §15.1; not 206, whose parts it does
-/// not combine) and the redirects it stores with explicit freshness.
-const UNDERSTOOD: [u16; 13] = [
-    200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501,
+/// the heuristically cacheable ones (RFC 9110 §15.1; 206 as parts it combines, see
+/// `cache/partial.rs`) and the redirects it stores with explicit freshness.
+const UNDERSTOOD: [u16; 14] = [
+    200, 203, 204, 206, 300, 301, 302, 307, 308, 404, 405, 410, 414, 501,
 ];
 
 /// The fraction of `Date - Last-Modified` used as a heuristic lifetime (RFC 9111 §4.2.2
@@ -31,8 +31,8 @@ const HEURISTIC_FRACTION: u64 = 10;
 const OBJECT_OVERHEAD: u64 = 776;
 const FIELD_OVERHEAD: u64 = 76;
 
-/// Bytes charged per tag for its slot in the store's tag index (a shared key handle in a hash
-/// set, with the set's spare room).
+/// Bytes charged per tag, and per object for its origin, for a slot in the store's index (a
+/// shared key handle in a hash set, with the set's spare room).
 const TAG_INDEX_SLOT: u64 = 64;
 
 /// Header fields a cache must not store or forward from its store (hop-by-hop, RFC 9110
@@ -185,6 +185,22 @@ impl Meta {
             initial_age,
             stored_at: when.response_at,
         })
+    }
+
+    /// [`Meta::evaluate`] for a 206 to a range request: a part is stored by the rules of the
+    /// complete response it is part of (RFC 9111 §3.3). The caller checks that it is a part
+    /// that can be combined (`partial::storable_range`).
+    pub fn evaluate_part(
+        req: &RequestFacts,
+        cx: Context<'_>,
+        response: &HeaderMap,
+        ttl: Option<u32>,
+        url: &str,
+        when: Exchange,
+    ) -> Result<Meta, NotStored> {
+        let mut meta = Meta::evaluate(req, cx, StatusCode::OK, response, ttl, url, when)?;
+        meta.status = StatusCode::PARTIAL_CONTENT;
+        Ok(meta)
     }
 
     /// The stored response updated by a 304 (RFC 9111 §4.3.4): header fields in the 304
@@ -369,6 +385,7 @@ impl Object {
                 .iter()
                 .map(|t| t.len() as u64 + 16 + TAG_INDEX_SLOT)
                 .sum::<u64>()
+            + TAG_INDEX_SLOT // its slot in the origin index
             + OBJECT_OVERHEAD;
         Object {
             status: meta.status,

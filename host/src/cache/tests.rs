@@ -572,3 +572,134 @@ fn the_first_valid_target_wins_and_expires_is_ignored_under_one() {
         "Expires does not count under a targeted field"
     );
 }
+
+/// A 206 head as the proxy stores it: a strong validator, freshness and `Content-Range`.
+fn part_head(etag: &str, range: &str) -> (Meta, super::partial::ContentRange) {
+    let h = [
+        ("cache-control", "max-age=60"),
+        ("etag", etag),
+        ("content-range", range),
+        ("surrogate-key", "parts"),
+    ];
+    let range = super::partial::storable_range(&headers(&h)).expect("a storable range");
+    let cx = Context {
+        request_headers: &HeaderMap::new(),
+        config: &crate::config::CacheConfig::default(),
+    };
+    let meta = Meta::evaluate_part(
+        &get(),
+        cx,
+        &headers(&h),
+        None,
+        "http://h:80/v",
+        Exchange::now(),
+    );
+    (meta.unwrap(), range)
+}
+
+#[test]
+fn only_single_satisfiable_ranges_with_a_strong_etag_are_parts() {
+    use super::partial::{ContentRange, storable_range};
+    let of = |pairs: &[(&str, &str)]| storable_range(&headers(pairs));
+    let strong = ("etag", "\"a\"");
+    assert_eq!(
+        of(&[strong, ("content-range", "bytes 2-5/10")]),
+        Some(ContentRange {
+            first: 2,
+            last: 5,
+            complete: 10
+        })
+    );
+    for bad in [
+        &[("etag", "W/\"a\""), ("content-range", "bytes 2-5/10")][..],
+        &[("content-range", "bytes 2-5/10")],
+        &[strong, ("content-range", "bytes 2-5/*")],
+        &[strong, ("content-range", "bytes 5-2/10")],
+        &[strong, ("content-range", "bytes 2-10/10")],
+        &[strong, ("content-range", "items 2-5/10")],
+        &[strong, ("content-range", "bytes +2-5/10")],
+        &[
+            strong,
+            ("content-range", "bytes 2-5/10"),
+            ("content-range", "bytes 6-7/10"),
+        ],
+    ] {
+        assert_eq!(of(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn parts_merge_serve_what_they_cover_and_purge_like_objects() {
+    use super::{Cache, Lookup};
+    use bytes::Bytes;
+    let cache = Cache::new(crate::config::CacheConfig::default());
+    let key = Bytes::from_static(b"http://h:80/v");
+    let body = b"0123456789";
+    let put = |first: usize, last: usize, etag: &str| {
+        let (meta, r) = part_head(etag, &format!("bytes {first}-{last}/10"));
+        let part = Bytes::copy_from_slice(&body[first..=last]);
+        cache.insert_part(key.clone(), meta, r.first, part, r.complete);
+    };
+    let parts = || match cache.lookup(&key, &HeaderMap::new()) {
+        Lookup::Parts(p) => p,
+        _ => panic!("parts expected"),
+    };
+    put(0, 1, "\"a\"");
+    put(6, 7, "\"a\"");
+    put(3, 4, "\"a\"");
+    let p = parts();
+    assert_eq!(p.get(0, 2).as_deref(), Some(&b"01"[..]));
+    assert_eq!(p.get(3, 5).as_deref(), Some(&b"34"[..]));
+    assert_eq!(p.get(1, 4), None, "2 is missing");
+    assert_eq!(p.head.status, StatusCode::PARTIAL_CONTENT);
+    assert!(!p.head.headers.contains_key("content-range"));
+    // Overlapping and touching parts join.
+    put(1, 3, "\"a\"");
+    assert_eq!(parts().get(0, 5).as_deref(), Some(&b"01234"[..]));
+
+    // Purges reach parts through the tag and origin indexes.
+    assert_eq!(cache.purge_tag("parts", true), 1);
+    assert!(parts().head.is_invalidated());
+    assert_eq!(cache.purge_prefix("http://h:80/v", false), 1);
+    assert!(matches!(
+        cache.lookup(&key, &HeaderMap::new()),
+        Lookup::Miss
+    ));
+
+    // Another validator starts over; covering all of it stores the whole as a 200.
+    put(0, 4, "\"a\"");
+    put(5, 9, "\"b\"");
+    assert_eq!(parts().get(0, 1), None);
+    put(0, 4, "\"b\"");
+    let Lookup::Found(whole) = cache.lookup(&key, &HeaderMap::new()) else {
+        panic!("the combined response")
+    };
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(&whole.body[..], body);
+    assert_eq!(whole.headers["content-length"], "10");
+    assert_eq!(whole.etag.as_ref().unwrap(), "\"b\"");
+    // A part never replaces a complete response.
+    put(0, 1, "\"c\"");
+    assert!(matches!(
+        cache.lookup(&key, &HeaderMap::new()),
+        Lookup::Found(_)
+    ));
+}
+
+#[test]
+fn parts_in_too_many_pieces_are_refused() {
+    use super::{Cache, Lookup};
+    use bytes::Bytes;
+    let cache = Cache::new(crate::config::CacheConfig::default());
+    let key = Bytes::from_static(b"k");
+    // Every other byte of 100: 32 separate ranges are kept, the 33rd is not.
+    for i in 0..33u64 {
+        let (meta, _) = part_head("\"a\"", &format!("bytes {0}-{0}/100", 2 * i));
+        cache.insert_part(key.clone(), meta, 2 * i, Bytes::from_static(b"x"), 100);
+    }
+    let Lookup::Parts(p) = cache.lookup(&key, &HeaderMap::new()) else {
+        panic!("parts expected")
+    };
+    assert!(p.get(62, 63).is_some());
+    assert!(p.get(64, 65).is_none());
+}

@@ -290,8 +290,7 @@ impl $($p)::+::cache::Host for GuestState {
     }
 
     fn purge_tag(&mut self, tag: String, soft: bool) -> wasmtime::Result<u64> {
-        Ok(self.cache()
-            .map_or(0, |c| c.purge(soft, |_, o| o.has_tag(&tag))))
+        Ok(self.cache().map_or(0, |c| c.purge_tag(&tag, soft)))
     }
 }
 

@@ -13,6 +13,7 @@ use super::error::{ProxyError, Side};
 use super::{Answer, Outbound, Proxy};
 use crate::cache::directives::{Qualified, RequestDirectives};
 use crate::cache::object::{Context, Exchange, Meta, Object, RequestFacts};
+use crate::cache::partial::{self, Partial};
 use crate::cache::{self, Cache, Fill, Leader, Lookup, Streaming, Waited, bump};
 use crate::config::CacheConfig;
 use crate::policy::{CachePolicy, HeaderEdit, ResponseChanges, ResponseSource};
@@ -240,6 +241,18 @@ fn is_error_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 500 | 502 | 503 | 504)
 }
 
+/// What a fetch may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Nothing: the request goes upstream as it is.
+    Nothing,
+    /// The complete response: the client's conditions are taken off the request and
+    /// answered from the response afterwards.
+    Whole,
+    /// What a range request gets as it is: a 206 as a part, a 200 whole.
+    Part,
+}
+
 /// Request fields that make a conditional or partial request.
 const CONDITIONALS: [HeaderName; 3] = [
     header::IF_NONE_MATCH,
@@ -270,6 +283,12 @@ impl Proxy {
         }
         let head = method == Method::HEAD;
         let ranged = req.headers().contains_key(header::RANGE);
+        // Without the store's help (a request it must not answer), what it may still keep.
+        let keep = match (ranged, head) {
+            (_, true) => Keep::Nothing,
+            (true, false) => Keep::Part,
+            (false, false) => Keep::Whole,
+        };
         let dirs = &c.facts.directives;
         let mut collapsed = false;
         loop {
@@ -283,9 +302,7 @@ impl Proxy {
                         detail: Some("authorization"),
                         ..Status::fwd("request")
                     };
-                    return self
-                        .fetch(&c, &out, req, None, None, st, !ranged && !head)
-                        .await;
+                    return self.fetch(&c, &out, req, None, None, st, keep).await;
                 }
                 Lookup::Found(obj) => match usability(&obj, dirs, now) {
                     Use::Fresh => {
@@ -320,9 +337,24 @@ impl Proxy {
                         detail: Some("hit-for-miss"),
                         ..Status::fwd("uri-miss")
                     };
-                    return self
-                        .fetch(&c, &out, req, None, None, st, !ranged && !head)
-                        .await;
+                    return self.fetch(&c, &out, req, None, None, st, keep).await;
+                }
+                Lookup::Parts(p) => {
+                    let usable = ranged
+                        && !head
+                        && (!c.facts.authorization || p.head.directives.allows_authorized())
+                        && !CONDITIONALS[..2]
+                            .iter()
+                            .any(|h| req.headers().contains_key(h))
+                        && matches!(usability(&p.head, dirs, now), Use::Fresh);
+                    if let Some(resp) = usable
+                        .then(|| self.serve_part(&c, &out, req.headers(), &p))
+                        .flatten()
+                    {
+                        bump(&c.cache.stats.hits);
+                        return Ok((resp, None));
+                    }
+                    (None, "partial")
                 }
             };
             if dirs.only_if_cached {
@@ -333,15 +365,17 @@ impl Proxy {
                 bump(&c.cache.stats.misses);
             }
             let st = Status::fwd(why);
-            // A range request cannot fill the cache, nor can a HEAD unless it is converted
-            // into a GET: forward it as it is. A 200 to the HEAD may still update what is
-            // stored (RFC 9111 §4.3.5), so it takes the stored response along.
+            // A range request goes upstream as it is and may store a part (or the whole
+            // response if that is the answer); a HEAD that is not converted into a GET stores
+            // nothing, but a 200 to it may update what is stored (RFC 9111 §4.3.5), so it
+            // takes the stored response along.
             if ranged || (head && !c.cache.config.convert_head) {
                 let obj = obj.filter(|_| head);
-                return self.fetch(&c, &out, req, obj, None, st, false).await;
+                return self.fetch(&c, &out, req, obj, None, st, keep).await;
             }
+            let keep = Keep::Whole;
             match c.cache.join(&c.key) {
-                Ok(leader) => return self.fetch(&c, &out, req, obj, Some(leader), st, true).await,
+                Ok(leader) => return self.fetch(&c, &out, req, obj, Some(leader), st, keep).await,
                 Err(flight) if !collapsed => {
                     collapsed = true;
                     // A plain GET can read the leader's response while it arrives; a HEAD or
@@ -360,9 +394,9 @@ impl Proxy {
                         detail: Some("coalesce-timeout"),
                         ..st
                     };
-                    return self.fetch(&c, &out, req, obj, None, st, true).await;
+                    return self.fetch(&c, &out, req, obj, None, st, keep).await;
                 }
-                Err(_) => return self.fetch(&c, &out, req, obj, None, st, true).await,
+                Err(_) => return self.fetch(&c, &out, req, obj, None, st, keep).await,
             }
         }
     }
@@ -449,7 +483,7 @@ impl Proxy {
     }
 
     /// Goes upstream for a request the store could not answer: conditionally when
-    /// `validating` has validators, storing the response when `store` and RFC 9111 allow.
+    /// `validating` has validators, storing what `keep` says when RFC 9111 allows.
     /// `leader` (this request's claim on the key) is held until the object is stored. A HEAD
     /// to store for is sent as a GET (`convert_head`): the client gets the head, the body
     /// goes on into the cache.
@@ -462,17 +496,18 @@ impl Proxy {
         validating: Option<Arc<Object>>,
         leader: Option<Leader>,
         mut st: Status,
-        store: bool,
+        keep: Keep,
     ) -> Served {
         let (mut parts, body) = req.into_parts();
         let mut client = HeaderMap::new();
         let mut request_headers = HeaderMap::new();
         let head = c.facts.method == Method::HEAD;
-        let converted = store && head;
+        let whole = keep == Keep::Whole;
+        let converted = whole && head;
         if converted {
             parts.method = Method::GET;
         }
-        if store {
+        if whole {
             // Fetch the full response to fill the cache; the client's own conditions are
             // answered from it afterwards.
             for name in CONDITIONALS {
@@ -491,6 +526,8 @@ impl Proxy {
                     bump(&c.cache.stats.revalidations);
                 }
             }
+        }
+        if keep != Keep::Nothing {
             request_headers = parts.headers.clone();
         }
         let sent = Instant::now();
@@ -525,7 +562,7 @@ impl Proxy {
             st.fwd_status = Some(status.as_u16());
         }
         if let Some(obj) = &validating {
-            if status == StatusCode::NOT_MODIFIED && store {
+            if status == StatusCode::NOT_MODIFIED && whole {
                 bump(&c.cache.stats.not_modified);
                 let meta = Meta::refreshed(
                     obj,
@@ -554,7 +591,7 @@ impl Proxy {
                 st.detail = Some(rule);
                 return Ok((self.serve(c, out, &client, obj, st, false), None));
             }
-            if head && !store && status == StatusCode::OK {
+            if head && keep == Keep::Nothing && status == StatusCode::OK {
                 self.update_from_head(c, obj, answer.response.headers(), when);
             }
         }
@@ -563,16 +600,21 @@ impl Proxy {
             Ok(changes) => changes,
             Err(instead) => return Ok((*instead, Some(answer.endpoint))),
         };
-        let store = store && !changes.no_store;
+        let store = keep != Keep::Nothing && !changes.no_store;
         let ttl = changes.ttl_secs.or(c.policy.ttl_secs);
         let mut fill = None;
         if store {
-            let length = answer
-                .response
-                .headers()
+            let response = answer.response.headers();
+            let length = response
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            let too_large = length.is_some_and(|n| n > c.cache.config.max_object_size);
+            // A part is stored only if it can be combined, and the whole must fit.
+            let part = (status == StatusCode::PARTIAL_CONTENT)
+                .then(|| partial::storable_range(response))
+                .flatten()
+                .filter(|r| length.is_none_or(|n| n == r.bytes()));
+            let too_large = length.is_some_and(|n| n > c.cache.config.max_object_size)
+                || part.is_some_and(|r| r.complete > c.cache.config.max_object_size);
             let as_get;
             let facts = if converted {
                 as_get = RequestFacts {
@@ -587,15 +629,13 @@ impl Proxy {
                 request_headers: &request_headers,
                 config: &c.cache.config,
             };
-            let evaluated = Meta::evaluate(
-                facts,
-                cx,
-                status,
-                answer.response.headers(),
-                ttl,
-                c.url(),
-                when,
-            );
+            let evaluated = match (keep, part) {
+                (Keep::Part, Some(_)) => {
+                    Meta::evaluate_part(facts, cx, response, ttl, c.url(), when)
+                }
+                (Keep::Part, None) if status != StatusCode::OK => Err("part"),
+                _ => Meta::evaluate(facts, cx, status, response, ttl, c.url(), when),
+            };
             match evaluated {
                 Ok(mut meta) if !too_large => {
                     for t in c.policy.tags.iter().chain(&changes.tags) {
@@ -604,17 +644,17 @@ impl Proxy {
                         }
                     }
                     st.stored = true;
-                    fill = Some(Fill::new(
-                        c.cache.clone(),
-                        c.key.clone(),
-                        meta,
-                        length,
-                        leader,
-                    ));
+                    let (cache, key) = (c.cache.clone(), c.key.clone());
+                    fill = Some(match part {
+                        Some(range) => Fill::part(cache, key, meta, range),
+                        None => Fill::new(cache, key, meta, length, leader),
+                    });
                 }
+                Ok(_) if part.is_some() => {}
                 Ok(_) => c.cache.mark_uncacheable(&c.key),
-                // What this request asked, not what the resource is: others may store it.
-                Err("request no-store" | "authorization") => {}
+                // What this request asked, not what the resource is (others may store it),
+                // or an answer to a range request that cannot be a stored part.
+                Err("request no-store" | "authorization" | "part") => {}
                 Err(reason) => {
                     tracing::trace!(url = %c.url(), reason, "not storing");
                     if validating.is_some() && !is_error_status(status) {
@@ -627,7 +667,7 @@ impl Proxy {
         }
         let filling = fill.is_some();
         let (mut resp, endpoint) = self.upstream_response(c, out, answer, st, fill, &changes.edits);
-        if store && resp.status() == StatusCode::OK && not_modified(&client, resp.headers()) {
+        if whole && resp.status() == StatusCode::OK && not_modified(&client, resp.headers()) {
             // The client already has it: answer 304 and finish filling the cache without it.
             let body = std::mem::replace(resp.body_mut(), ResponseBody::empty());
             tokio::spawn(drain(body));
@@ -742,19 +782,7 @@ impl Proxy {
         validated: bool,
     ) -> Response<ResponseBody> {
         let now = Instant::now();
-        let mut rp = Response::new(()).into_parts().0;
-        rp.status = obj.status;
-        rp.headers = obj.headers.clone();
-        if !validated {
-            // `no-cache="field"`: those fields only go out with a validated response.
-            if let Qualified::Fields(fields) = &obj.directives.no_cache {
-                for f in fields {
-                    rp.headers.remove(f);
-                }
-            }
-        }
-        rp.headers
-            .insert(header::AGE, HeaderValue::from(obj.age(now).as_secs()));
+        let mut rp = stored_head(obj, validated, now);
         st.ttl = Some(obj.ttl(now));
         let head = c.facts.method == Method::HEAD;
         let mut body = Bytes::new();
@@ -764,27 +792,12 @@ impl Proxy {
         } else {
             body = obj.body.clone();
             if obj.status == StatusCode::OK && !head {
-                match range(client, obj) {
-                    Range::Full => {}
-                    Range::Part(start, end) => {
-                        rp.status = StatusCode::PARTIAL_CONTENT;
-                        let len = obj.body.len();
-                        rp.headers.insert(
-                            header::CONTENT_RANGE,
-                            HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
-                                .expect("digits"),
-                        );
-                        body = obj.body.slice(start..end);
-                    }
-                    Range::Unsatisfiable => {
-                        rp.status = StatusCode::RANGE_NOT_SATISFIABLE;
-                        rp.headers.insert(
-                            header::CONTENT_RANGE,
-                            HeaderValue::from_str(&format!("bytes */{}", obj.body.len()))
-                                .expect("digits"),
-                        );
-                        body = Bytes::new();
-                    }
+                let len = obj.body.len() as u64;
+                let slice = |start, end| Some(obj.body.slice(start as usize..end as usize));
+                if let Some((status, content_range, part)) = ranged(client, obj, len, slice) {
+                    rp.status = status;
+                    rp.headers.insert(header::CONTENT_RANGE, content_range);
+                    body = part;
                 }
             }
             // Explicit, so a HEAD answer says how long the GET's body is.
@@ -795,6 +808,31 @@ impl Proxy {
             }
         }
         self.answer_from_store(c, out, rp, st, ResponseBody::full(body))
+    }
+
+    /// A range request answered from stored parts (RFC 9111 §3.3), if they hold its range;
+    /// `None` to go upstream.
+    fn serve_part(
+        &self,
+        c: &CacheRequest,
+        out: &Outbound,
+        client: &HeaderMap,
+        p: &Partial,
+    ) -> Option<Response<ResponseBody>> {
+        let (status, content_range, body) =
+            ranged(client, &p.head, p.complete, |start, end| p.get(start, end))?;
+        let now = Instant::now();
+        let mut rp = stored_head(&p.head, false, now);
+        rp.status = status;
+        rp.headers.insert(header::CONTENT_RANGE, content_range);
+        rp.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let st = Status {
+            hit: true,
+            ttl: Some(p.head.ttl(now)),
+            ..Status::default()
+        };
+        Some(self.answer_from_store(c, out, rp, st, ResponseBody::full(body)))
     }
 
     /// RFC 9111 §5.2.1.7: nothing usable stored and the client will not wait for upstream.
@@ -838,7 +876,7 @@ impl Proxy {
         tokio::spawn(async move {
             let st = Status::fwd("stale");
             match proxy
-                .fetch(&c, &out, head, Some(obj), Some(leader), st, true)
+                .fetch(&c, &out, head, Some(obj), Some(leader), st, Keep::Whole)
                 .await
             {
                 Ok((resp, _)) => drain(resp.into_body()).await,
@@ -856,7 +894,7 @@ impl Proxy {
         if c.key.as_ref() != c.url().as_bytes() {
             c.cache.invalidate(c.url().as_bytes());
         }
-        let origin = origin_of(c.url());
+        let origin = cache::key::origin_of(c.url());
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(v) = response.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -866,21 +904,12 @@ impl Proxy {
             } else {
                 cache::key::key_of_url(v)
                     .ok()
-                    .filter(|k| origin_of(k) == origin)
+                    .filter(|k| cache::key::origin_of(k) == origin)
             };
             if let Some(k) = target {
                 c.cache.invalidate(k.as_bytes());
             }
         }
-    }
-}
-
-/// `scheme://host:port` of a normalised URL.
-fn origin_of(url: &str) -> &str {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    match url[after..].find('/') {
-        Some(i) => &url[..after + i],
-        None => url,
     }
 }
 
@@ -945,17 +974,61 @@ fn keep_304_fields(h: &mut HeaderMap) {
     }
 }
 
+/// The head of a stored response as it goes out: its fields but those `no-cache="field"`
+/// names unless `validated`, and its `Age`.
+fn stored_head(obj: &Object, validated: bool, now: Instant) -> http::response::Parts {
+    let mut rp = Response::new(()).into_parts().0;
+    rp.status = obj.status;
+    rp.headers = obj.headers.clone();
+    if !validated {
+        if let Qualified::Fields(fields) = &obj.directives.no_cache {
+            for f in fields {
+                rp.headers.remove(f);
+            }
+        }
+    }
+    rp.headers
+        .insert(header::AGE, HeaderValue::from(obj.age(now).as_secs()));
+    rp
+}
+
+/// The answer to the client's range request from a stored representation of `len` bytes
+/// (`obj`'s validators; `get` gives bytes `start..end`): its status, `Content-Range` and
+/// body. `None` when the request is to be answered without a range, or `get` does not have
+/// the bytes.
+fn ranged(
+    client: &HeaderMap,
+    obj: &Object,
+    len: u64,
+    get: impl FnOnce(u64, u64) -> Option<Bytes>,
+) -> Option<(StatusCode, HeaderValue, Bytes)> {
+    let field = |s: String| HeaderValue::from_str(&s).expect("digits");
+    match range(client, obj, len) {
+        Range::Full => None,
+        Range::Part(start, end) => Some((
+            StatusCode::PARTIAL_CONTENT,
+            field(format!("bytes {start}-{}/{len}", end - 1)),
+            get(start, end)?,
+        )),
+        Range::Unsatisfiable => Some((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            field(format!("bytes */{len}")),
+            Bytes::new(),
+        )),
+    }
+}
+
 enum Range {
     Full,
     /// `start..end` of the body.
-    Part(usize, usize),
+    Part(u64, u64),
     Unsatisfiable,
 }
 
-/// A single `bytes` range of a stored 200 (RFC 9110 §14.1.2); anything else (several ranges,
-/// another unit, bad syntax, an `If-Range` that does not match) is answered in full, which
-/// §14.2 allows.
-fn range(client: &HeaderMap, obj: &Object) -> Range {
+/// A single `bytes` range of a stored representation of `len` bytes (RFC 9110 §14.1.2);
+/// anything else (several ranges, another unit, bad syntax, an `If-Range` that does not
+/// match) is answered in full, which §14.2 allows.
+fn range(client: &HeaderMap, obj: &Object, len: u64) -> Range {
     let Some(spec) = client.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Range::Full;
     };
@@ -979,7 +1052,6 @@ fn range(client: &HeaderMap, obj: &Object) -> Range {
     if set.contains(',') {
         return Range::Full;
     }
-    let len = obj.body.len() as u64;
     let Some((a, b)) = set.trim().split_once('-') else {
         return Range::Full;
     };
@@ -1006,5 +1078,5 @@ fn range(client: &HeaderMap, obj: &Object) -> Range {
     if start >= len {
         return Range::Unsatisfiable;
     }
-    Range::Part(start as usize, end as usize)
+    Range::Part(start, end)
 }
