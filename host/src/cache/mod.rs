@@ -142,12 +142,15 @@ impl Index {
             .unwrap_or_default()
     }
 
-    fn of_origin(&self, origin: &str) -> Vec<Bytes> {
+    /// The keys with objects of `origin`; `None` if there are more than `at_most` (a scan
+    /// of the store is cheaper than visiting most of it by key).
+    fn of_origin(&self, origin: &str, at_most: usize) -> Option<Vec<Bytes>> {
         let m = self.0.lock().expect("index lock");
-        m.origins
-            .get(origin)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
+        match m.origins.get(origin) {
+            Some(keys) if keys.len() > at_most => None,
+            Some(keys) => Some(keys.iter().cloned().collect()),
+            None => Some(Vec::new()),
+        }
     }
 
     /// Takes `key` out of `tag`'s set.
@@ -439,16 +442,17 @@ impl Cache {
     }
 
     /// Purges the objects whose URL starts with `prefix`. A prefix that names an origin
-    /// and the start of a path (`https://host:443/...`, the default key's layout) visits
-    /// only that origin's keys; any other prefix scans the store.
+    /// and the start of a path (`https://host:443/...`) visits only that origin's keys,
+    /// unless they are a large part of the store; any other prefix scans the store.
     pub fn purge_prefix(&self, prefix: &str, soft: bool) -> u64 {
         let origin = key::origin_of(prefix);
-        if origin.len() == prefix.len() || !origin.contains("://") {
+        let keys = (origin.len() < prefix.len() && origin.contains("://"))
+            .then(|| self.index.of_origin(origin, self.scan_beyond()))
+            .flatten();
+        let Some(keys) = keys else {
             return self.purge(soft, |_, o| o.url.starts_with(prefix));
-        }
-        let n: u64 = self
-            .index
-            .of_origin(origin)
+        };
+        let n: u64 = keys
             .iter()
             .map(|key| self.purge_where(key, soft, |o| o.url.starts_with(prefix)))
             .sum();
@@ -459,14 +463,29 @@ impl Cache {
     /// Purges the objects stored for the normalised URL `url`: under it as their key (the
     /// default key) and under a policy's own keys, found through the origin index.
     pub fn purge_url(&self, url: &str, soft: bool) -> u64 {
+        let others = |key: &[u8], o: &Object| key != url.as_bytes() && *o.url == *url;
         let mut n = self.purge_where(url.as_bytes(), soft, |_| true);
-        for key in self.index.of_origin(key::origin_of(url)) {
-            if key != url.as_bytes() {
-                n += self.purge_where(&key, soft, |o| *o.url == *url);
+        match self
+            .index
+            .of_origin(key::origin_of(url), self.scan_beyond())
+        {
+            Some(keys) => {
+                for key in keys {
+                    n += self.purge_where(&key, soft, |o| others(&key, o));
+                }
+                self.stats.purged.fetch_add(n, Ordering::Relaxed);
+            }
+            None => {
+                self.stats.purged.fetch_add(n, Ordering::Relaxed);
+                n += self.purge(soft, others);
             }
         }
-        self.stats.purged.fetch_add(n, Ordering::Relaxed);
         n
+    }
+
+    /// Keys to visit one by one at most before a scan of the store is cheaper.
+    fn scan_beyond(&self) -> usize {
+        (self.store.len() / 4).max(1024)
     }
 
     /// Purges one key (all its variants). Returns how many objects it touched.
