@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 mod signals;
@@ -119,6 +120,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut per_worker: Vec<Vec<listener::workers::Bound>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
+    let mut listener_stats = Vec::new();
     for l in &config.listeners {
         let acceptor = match &l.tls {
             None => None,
@@ -130,6 +132,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 ))
             }
         };
+        let stats = Arc::new(metrics::ListenerStats::new(l.name.as_str().into(), workers));
+        listener_stats.push(stats.clone());
         let bind_err = |source| StartError::Bind {
             what: format!("listener \"{}\"", l.name),
             address: l.address,
@@ -138,7 +142,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         if workers == 0 {
             let tcp = listener::bind(l.address).map_err(bind_err)?;
             addrs.push((l.name.clone(), tcp.local_addr().map_err(bind_err)?));
-            bound.push(Listener::new(l, tcp, acceptor));
+            bound.push(Listener::new(stats, tcp, acceptor));
             continue;
         }
         // SO_REUSEPORT would let us share the port with another process of this user (a
@@ -153,7 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             let socket = listener::bind_socket(address, true).map_err(bind_err)?;
             address = socket.local_addr().map_err(bind_err)?;
             sockets.push(listener::workers::Bound {
-                name: l.name.as_str().into(),
+                stats: stats.clone(),
                 socket,
                 tls: acceptor.clone(),
             });
@@ -171,12 +175,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             };
             let tcp = listener::bind(a.address).map_err(bind_err)?;
             let local = tcp.local_addr().map_err(bind_err)?;
+            let state = admin::AdminState {
+                token: None,
+                started: std::time::Instant::now(),
+                started_wall: std::time::SystemTime::now(),
+                policy: policy.clone(),
+                pools: pools.clone(),
+                cache: cache.clone(),
+                listeners: listener_stats.clone(),
+            };
             tokio::spawn(admin::run(
                 tcp,
                 a.clone(),
-                policy.clone(),
-                pools.clone(),
-                cache.clone(),
+                state,
                 shutdown_rx.clone(),
                 drain_tx.clone(),
             ));

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// `ROOT` (`lib.rs`: `start`, `Running`, ...) sits above everything but the last layer.
 const CRATE_LAYERS: &[&[&str]] = &[
     &["activity", "alloc_count", "balance", "worker"],
-    &["config"],
+    &["config", "metrics"],
     &["cache", "logging", "upstream"],
     &["health", "policy"],
     &["proxy"],

@@ -11,8 +11,11 @@
 //! - `GET /pools`: every pool and endpoint: health state and since when, the last active
 //!   check, in-flight requests, peak-EWMA latency, counters.
 //! - `GET /stats`: cache counters, entries and bytes (`"cache": null` without a cache);
+//! - `GET /metrics`: Prometheus metrics (`metrics.rs`);
 //! - `POST /cache/purge`: JSON `{"url"|"key"|"prefix"|"tag": "...", "soft": bool}` or
 //!   `{"all": true}`; answers `{"purged": N, "soft": bool}`.
+
+mod metrics;
 
 use crate::cache::Cache;
 use crate::config::AdminConfig;
@@ -33,9 +36,11 @@ use tokio::sync::{mpsc, watch};
 pub struct AdminState {
     pub token: Option<String>,
     pub started: Instant,
+    pub started_wall: std::time::SystemTime,
     pub policy: Arc<PolicyRuntime>,
     pub pools: Arc<PoolTable>,
     pub cache: Option<Arc<Cache>>,
+    pub listeners: Vec<Arc<crate::metrics::ListenerStats>>,
 }
 
 /// Largest policy component accepted by `PUT /policy`.
@@ -44,18 +49,13 @@ const MAX_UPLOAD: usize = 64 << 20;
 pub async fn run(
     listener: TcpListener,
     cfg: AdminConfig,
-    policy: Arc<PolicyRuntime>,
-    pools: Arc<PoolTable>,
-    cache: Option<Arc<Cache>>,
+    state: AdminState,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
     let state = Arc::new(AdminState {
         token: cfg.token,
-        started: Instant::now(),
-        policy,
-        pools,
-        cache,
+        ..state
     });
     loop {
         let (stream, _) = tokio::select! {
@@ -94,7 +94,7 @@ pub async fn run(
     }
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(token) = &state.token {
         if !authorized(&req, token) {
             let mut r = json(
@@ -119,6 +119,19 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         }
         (&Method::GET, "/policy") => ok_json(&state.policy.status()),
         (&Method::GET, "/pools") => ok_json(&pools_json(&state.pools.current())),
+        (&Method::GET, "/metrics") => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (body, content_type) = metrics::render(state, accept);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            r
+        }
         (&Method::PUT, "/policy") => {
             use http_body_util::BodyExt;
             let body = match http_body_util::Limited::new(req.into_body(), MAX_UPLOAD)
@@ -170,12 +183,14 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             }
         }
-        (_, "/health" | "/policy" | "/policy/rollback" | "/pools" | "/stats" | "/cache/purge") => {
-            json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                r#"{"error":"method not allowed"}"#.into(),
-            )
-        }
+        (
+            _,
+            "/health" | "/policy" | "/policy/rollback" | "/pools" | "/stats" | "/cache/purge"
+            | "/metrics",
+        ) => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method not allowed"}"#.into(),
+        ),
         _ => json(
             StatusCode::NOT_FOUND,
             r#"{"error":"no such admin endpoint"}"#.into(),

@@ -9,7 +9,8 @@ pub mod workers;
 
 pub use crate::activity::{Activity, RequestGuard, Verdict};
 
-use crate::config::{Limits, ListenerConfig, Timeouts};
+use crate::config::{Limits, Timeouts};
+use crate::metrics::ListenerStats;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::upstream::body::BoxError;
@@ -158,18 +159,15 @@ impl Accepted {
 
 /// One bound listener ready to run.
 pub struct Listener {
-    pub name: Arc<str>,
+    /// Its name and counters.
+    pub stats: Arc<ListenerStats>,
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
 }
 
 impl Listener {
-    pub fn new(cfg: &ListenerConfig, tcp: TcpListener, tls: Option<TlsAcceptor>) -> Self {
-        Listener {
-            name: cfg.name.as_str().into(),
-            tcp,
-            tls,
-        }
+    pub fn new(stats: Arc<ListenerStats>, tcp: TcpListener, tls: Option<TlsAcceptor>) -> Self {
+        Listener { stats, tcp, tls }
     }
 
     /// Accepts until shutdown is signalled.
@@ -184,25 +182,36 @@ impl Listener {
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %self.name, error = %e, "accept failed");
+                    tracing::warn!(listener = %self.stats.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             shared.accepted.count();
+            self.stats.accepted();
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
                 reject_overloaded(stream, self.tls.is_some(), &shared);
                 continue;
             };
             let shared = shared.clone();
             let tls = self.tls.clone();
-            let name = self.name.clone();
+            let stats = self.stats.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve(stream, peer, permit, tls, name, &shared).await {
+                let _closed = Closed(&stats);
+                if let Err(e) = serve(stream, peer, permit, tls, &stats, &shared).await {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                 }
             });
         }
+    }
+}
+
+/// Counts a connection as closed when its task ends (whichever way it ends).
+struct Closed<'a>(&'a ListenerStats);
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
     }
 }
 
@@ -240,7 +249,7 @@ async fn serve(
     peer: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
     tls: Option<TlsAcceptor>,
-    listener: Arc<str>,
+    listener: &Arc<ListenerStats>,
     shared: &Shared,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
@@ -256,6 +265,7 @@ async fn serve(
     );
     match tls {
         None => {
+            let listener = listener.clone();
             let info = Arc::new(ConnInfo::new(peer, false, None, listener, activity.clone()));
             // HTTP/1.1 or prior-knowledge h2: the guard watches only the latter.
             let guard = H2Guard::new(Tracked::new(stream, activity.clone()), false, activity);
@@ -267,14 +277,21 @@ async fn serve(
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(shared.timeouts.client_header, acceptor.accept(stream));
-            let tls = handshake.await.map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
+            let tls = handshake
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
+                .and_then(|r| r)
+                .inspect_err(|_| listener.tls_failed())?;
             let (_, session) = tls.get_ref();
+            listener.tls_done(match session.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_2) => 0,
+                _ => 1,
+            });
             let sni = session.server_name().map(Arc::<str>::from);
             // ALPN decides; without it a TLS connection is HTTP/1.1 (RFC 9113 §3.2: h2 over
             // TLS needs ALPN, prior knowledge is for cleartext), so no preface sniffing here.
             let h2 = session.alpn_protocol() == Some(b"h2");
+            let listener = listener.clone();
             let info = Arc::new(ConnInfo::new(peer, true, sni, listener, activity.clone()));
             let io = Tracked::new(tls, activity);
             let (b, svc) = (&shared.builders, proxy_service(shared, &info));

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 /// A listener's socket for one worker: bound, not yet listening (it is registered with the
 /// worker's own reactor when the worker calls listen).
 pub struct Bound {
-    pub name: Arc<str>,
+    pub stats: Arc<crate::metrics::ListenerStats>,
     pub socket: TcpSocket,
     pub tls: Option<TlsAcceptor>,
 }
@@ -56,7 +56,7 @@ pub async fn start(per_worker: Vec<Vec<Bound>>, shared: Arc<Shared>) -> io::Resu
                     for b in sockets {
                         match b.socket.listen(BACKLOG) {
                             Ok(tcp) => listeners.push(Listener {
-                                name: b.name,
+                                stats: b.stats,
                                 tcp,
                                 tls: b.tls,
                             }),

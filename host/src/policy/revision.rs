@@ -68,6 +68,8 @@ pub(super) struct Stats {
     pub memory: AtomicU64,
     pub invalid: AtomicU64,
     pub instantiate: AtomicU64,
+    /// How long calls take, instantiation included.
+    pub duration: crate::metrics::Histogram,
 }
 
 impl Stats {
@@ -402,10 +404,12 @@ impl Revision {
             Phase::Respond => &self.response_stats,
         };
         stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let (context, result) = match &self.reuse {
             None => self.call_fresh(context, rehearsal, run),
             Some(pool) => self.call_reused(pool, context, rehearsal, run),
         };
+        stats.duration.observe(started.elapsed());
         let result = result.map_err(
             |Failed {
                  kind,

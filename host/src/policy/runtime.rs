@@ -82,6 +82,15 @@ impl PhaseStats {
     }
 }
 
+/// One revision's figures for `/metrics`.
+pub struct RevisionMetrics {
+    pub policy: String,
+    pub revision: u64,
+    pub active: bool,
+    /// `(phase, counters, duration histogram (buckets, sum in seconds))`.
+    pub phases: Vec<(&'static str, PhaseStats, crate::metrics::Snapshot)>,
+}
+
 /// The response phase of one forwarded request: the revision that decided it (a swap in
 /// between does not change who answers) and a copy of the request for the guest to read.
 /// Only made for a revision that exports `on-response`.
@@ -309,6 +318,37 @@ impl PolicyRuntime {
             active: info(&active),
             previous: previous.iter().map(|l| info(l)).collect(),
         }
+    }
+
+    /// Every revision's counters and call durations, by phase, for `/metrics`: the active
+    /// one first.
+    pub fn metrics(&self) -> Vec<RevisionMetrics> {
+        let active = self.active.load_full();
+        let previous: Vec<Arc<Loaded>> = {
+            let p = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            p.iter().cloned().collect()
+        };
+        std::iter::once((active, true))
+            .chain(previous.into_iter().map(|l| (l, false)))
+            .map(|(l, active)| {
+                let r = &l.revision;
+                let mut phases = vec![(
+                    "decide",
+                    PhaseStats::of(&r.stats),
+                    r.stats.duration.snapshot(),
+                )];
+                if r.has_response_phase() {
+                    let s = &r.response_stats;
+                    phases.push(("on-response", PhaseStats::of(s), s.duration.snapshot()));
+                }
+                RevisionMetrics {
+                    policy: l.config.name.clone(),
+                    revision: r.id(),
+                    active,
+                    phases,
+                }
+            })
+            .collect()
     }
 
     /// The module file to watch, when the active config has one and asks for watching.

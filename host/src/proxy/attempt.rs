@@ -23,6 +23,7 @@ use super::error::{ErrorKind, ProxyError, Side};
 use crate::balance::{self, Algorithm, Full};
 use crate::config::UpstreamProtocol;
 use crate::health::{self, Outcome};
+use crate::metrics::bump;
 use crate::upstream::connection::{PooledConn, SendError};
 use crate::upstream::{Endpoint, Pool, RetryPermit};
 use http::header::{self, HeaderValue};
@@ -83,7 +84,10 @@ impl Attempts<'_> {
             };
             let in_flight = match pool.set.acquire(i) {
                 Ok(g) => g,
-                Err(full) => return Err(last_error.unwrap_or_else(|| circuit_open(pool, full))),
+                Err(full) => {
+                    bump(&pool.stats.breaker_refusals);
+                    return Err(last_error.unwrap_or_else(|| circuit_open(pool, full)));
+                }
             };
             let endpoint = &pool.endpoints[i];
             target(&mut req, pool, endpoint, self.fixed_authority)?;
@@ -139,11 +143,13 @@ impl Attempts<'_> {
             if seen && permit.is_none() {
                 permit = pool.retry_permit();
                 if permit.is_none() {
+                    bump(&pool.stats.budget_refusals);
                     return Err(err.with_reason("retry budget exhausted"));
                 }
             }
             tracing::debug!(pool = %pool.name, endpoint = %endpoint.address, error = %err,
                 attempt = attempt + 1, "retrying on another endpoint");
+            bump(&pool.stats.retries);
             drop(in_flight);
             tried[attempt] = i;
             attempt += 1;
@@ -157,6 +163,7 @@ impl Attempts<'_> {
         let now = balance::now();
         let live = self.pool.live(i);
         live.observe_latency(latency, now);
+        self.pool.stats.upstream_head.observe(latency);
         let status = response.status();
         if matches!(
             status,

@@ -6,6 +6,7 @@ use super::ConnInfo;
 use super::body::OnComplete;
 use super::forwarded::Client;
 use crate::activity::RequestGuard;
+use crate::metrics::PoolStats;
 use http::{Request, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ impl AccessRecord {
             peer: conn.client,
             client: client.ip,
             forwarded: client.forwarded,
-            listener: conn.listener.clone(),
+            listener: conn.listener.name.clone(),
             sni: conn.sni.clone(),
             method: req.method().clone(),
             host,
@@ -104,16 +105,22 @@ fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Runs when a response body is done: ends the request for the idle watchdog, logs it.
+/// Runs when a response body is done: ends the request for the idle watchdog, logs it, and
+/// records its duration with its pool's figures.
 pub(super) struct Completion {
     pub(super) guard: RequestGuard,
     pub(super) record: Option<AccessRecord>,
+    pub(super) pool: Option<Arc<PoolStats>>,
+    pub(super) start: Instant,
 }
 
 impl OnComplete for Completion {
     fn complete(&mut self, bytes: u64, finished: bool) {
         if let Some(r) = &self.record {
             r.emit(bytes, finished);
+        }
+        if let Some(p) = &self.pool {
+            p.duration.observe(self.start.elapsed());
         }
         self.guard.finish();
     }

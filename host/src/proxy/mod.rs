@@ -39,8 +39,8 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
     pub sni: Option<Arc<str>>,
-    /// Listener name, for logs.
-    pub listener: Arc<str>,
+    /// The listener: its name (for logs) and counters.
+    pub listener: Arc<crate::metrics::ListenerStats>,
     /// Per-connection activity, read by the listener's idle watchdog.
     pub activity: crate::activity::Activity,
     /// `client`'s IP address as an `X-Forwarded-For` element, made once per connection.
@@ -52,7 +52,7 @@ impl ConnInfo {
         client: SocketAddr,
         tls: bool,
         sni: Option<Arc<str>>,
-        listener: Arc<str>,
+        listener: Arc<crate::metrics::ListenerStats>,
         activity: crate::activity::Activity,
     ) -> ConnInfo {
         let forwarded_for = HeaderValue::try_from(client.ip().to_string())
@@ -184,7 +184,9 @@ impl Proxy {
         let record = self
             .access_log
             .then(|| log::AccessRecord::new(&req, &conn, &client, start));
-        let (mut resp, upstream) = match self.forward(req, &conn, &client).await {
+        let (version, method) = (req.version(), req.method().clone());
+        let mut pool = None;
+        let (mut resp, upstream) = match self.forward(req, &conn, &client, &mut pool).await {
             Ok(r) => r,
             Err(e) => {
                 match e.side {
@@ -197,18 +199,23 @@ impl Proxy {
             }
         };
         let status = resp.status();
+        conn.listener.request(version, &method, status.as_u16());
         resp.body_mut().set_on_complete(Box::new(log::Completion {
             guard,
             record: record.map(|r| r.finish(status, upstream, start)),
+            pool,
+            start,
         }));
         resp
     }
 
+    /// Forwards or answers `req`; sets `pool` to the figures of the pool it is routed to.
     async fn forward(
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
         client: &forwarded::Client,
+        pool_stats: &mut Option<Arc<crate::metrics::PoolStats>>,
     ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
         let (parts, body) = req.into_parts();
         if parts.method == http::Method::CONNECT {
@@ -245,6 +252,7 @@ impl Proxy {
             .get(forward.pool.as_deref())
             .cloned()
             .ok_or_else(|| missing(format!("no pool {:?}", forward.pool)))?;
+        *pool_stats = Some(pool.stats.clone());
         let named = match &forward.endpoint {
             Some(addr) => Some(
                 pool.index_of(addr)

@@ -19,6 +19,7 @@
 
 use super::body::RequestBody;
 use crate::config::UpstreamProtocol;
+use crate::metrics::bump;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -423,6 +424,8 @@ enum Transport {
 pub struct Upstream {
     dialer: Dialer,
     transport: Transport,
+    /// Connections opened, reused and failed, for `/metrics`.
+    pub stats: crate::metrics::ConnStats,
 }
 
 impl Upstream {
@@ -439,7 +442,11 @@ impl Upstream {
                 connecting: tokio::sync::Mutex::new(()),
             }),
         };
-        Upstream { dialer, transport }
+        Upstream {
+            dialer,
+            transport,
+            stats: Default::default(),
+        }
     }
 
     /// Sends `req` and waits for the response head. For HTTP/1.1 the request URI must be in
@@ -452,7 +459,10 @@ impl Upstream {
             Transport::H1(pool) => self.send_h1(pool, req).await,
             Transport::H2(shared) => {
                 let mut sender = match shared.live() {
-                    Some(s) => s,
+                    Some(s) => {
+                        bump(&self.stats.reused);
+                        s
+                    }
                     None => match Box::pin(self.h2_connect(shared)).await {
                         Ok(s) => s,
                         Err(e) => return Err((e, Some(req))),
@@ -476,7 +486,10 @@ impl Upstream {
     ) -> Result<Sent, Unsent> {
         loop {
             let (mut h1, reused) = match pool.checkout() {
-                Some(s) => (s, true),
+                Some(s) => {
+                    bump(&self.stats.reused);
+                    (s, true)
+                }
                 // Boxed: the dial/TLS/handshake future is large and rare; inline it would make
                 // every request's future (moved around by hyper) that much bigger.
                 None => match Box::pin(self.connect_h1()).await {
@@ -513,18 +526,31 @@ impl Upstream {
     }
 
     async fn connect_h1(&self) -> Result<H1, SendError> {
-        let stream = self.dialer.dial().await.map_err(SendError::Connect)?;
-        let (sender, conn) = http1::Builder::new()
-            .max_buf_size(1 << 20)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
+        let connected = async {
+            let stream = self.dialer.dial().await.map_err(SendError::Connect)?;
+            http1::Builder::new()
+                .max_buf_size(1 << 20)
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(SendError::Http)
+        };
+        let (sender, conn) = self.counted(connected.await)?;
         Ok(H1 {
             sender,
             io: H1Io {
                 conn: Some(Box::pin(conn.with_upgrades())),
             },
         })
+    }
+
+    /// Counts a connection attempt's outcome.
+    fn counted<T>(&self, r: Result<T, SendError>) -> Result<T, SendError> {
+        bump(if r.is_ok() {
+            &self.stats.opened
+        } else {
+            &self.stats.failed
+        });
+        r
     }
 
     /// Connects the shared h2 connection, unless another request did so while we waited.
@@ -536,13 +562,16 @@ impl Upstream {
         if let Some(s) = shared.live() {
             return Ok(s);
         }
-        let stream = self.dialer.dial().await.map_err(SendError::Connect)?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .adaptive_window(true)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
+        let connected = async {
+            let stream = self.dialer.dial().await.map_err(SendError::Connect)?;
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .adaptive_window(true)
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(SendError::Http)
+        };
+        let (sender, conn) = self.counted(connected.await)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended with an error");

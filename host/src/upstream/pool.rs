@@ -46,6 +46,8 @@ pub struct Pool {
     pub outlier: Option<OutlierConfig>,
     /// What decides whether connections can be kept across a reload.
     transport: Transport,
+    /// Request figures for `/metrics`; kept across reloads while the pool's name is.
+    pub stats: Arc<crate::metrics::PoolStats>,
 }
 
 /// The settings an endpoint's connections depend on.
@@ -90,6 +92,7 @@ impl Pool {
             idle_timeout: cfg.idle_timeout,
             connect_timeout,
         };
+        let stats = previous.map(|p| p.stats.clone()).unwrap_or_default();
         let previous = previous.filter(|p| p.protocol == cfg.protocol);
         let keep_connections = previous.is_some_and(|p| p.transport == transport);
         let tls = match &cfg.tls {
@@ -175,6 +178,7 @@ impl Pool {
             health_check: cfg.health_check.clone(),
             outlier: cfg.outlier,
             transport,
+            stats,
         })
     }
 
