@@ -71,6 +71,8 @@ pub struct Running {
     cache: Option<Arc<cache::Cache>>,
     _policy_watcher: Option<notify::RecommendedWatcher>,
     accepted: Arc<listener::Accepted>,
+    /// Reloads of the config and pools (certificates and the policy count their own).
+    reloads: Arc<metrics::Reloads>,
     /// Per-core mode's worker threads (declared last: they stop after the rest is dropped).
     _workers: Option<listener::workers::Workers>,
 }
@@ -165,6 +167,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addrs.push((l.name.clone(), address));
     }
 
+    let reloads = Arc::new(metrics::Reloads::default());
     let admin_addr = match &config.admin {
         None => None,
         Some(a) => {
@@ -183,6 +186,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 pools: pools.clone(),
                 cache: cache.clone(),
                 listeners: listener_stats.clone(),
+                reloads: reloads.clone(),
             };
             tokio::spawn(admin::run(
                 tcp,
@@ -230,13 +234,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drain_tx: Some(drain_tx),
         drain_rx,
         grace: config.timeouts.shutdown_grace,
-        certificates: CertReloader::new(resolvers),
+        certificates: CertReloader::new(resolvers, reloads.clone()),
         _policy_watcher: policy::watch::watch_module(&policy),
         policy,
         pools,
         health,
         cache,
         accepted: shared.accepted.clone(),
+        reloads,
         _workers: workers,
     })
 }
@@ -256,6 +261,11 @@ impl Running {
         self.certificates.reload()
     }
 
+    /// Counts a reload of the config file: read and valid (`ok`), or not.
+    pub fn count_config_reload(&self, ok: bool) {
+        self.reloads.count(metrics::Reload::Config, ok);
+    }
+
     /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.
     pub fn certificate_reloads(&self) -> watch::Receiver<u64> {
         self.certificates.subscribe()
@@ -269,7 +279,9 @@ impl Running {
     /// Replaces the pools with those of `config` (keeping the live state of every endpoint
     /// that stays) and restarts the health checks for the new generation.
     pub fn reload_pools(&self, config: &Config) -> Result<(), upstream::PoolError> {
-        self.pools.reload(config)?;
+        let r = self.pools.reload(config);
+        self.reloads.count(metrics::Reload::Pools, r.is_ok());
+        r?;
         let next = health::Monitor::start(&self.pools.current());
         *self.health.lock().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())

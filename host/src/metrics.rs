@@ -218,6 +218,50 @@ pub struct ConnStats {
     pub failed: AtomicU64,
 }
 
+/// What a reload reloads.
+#[derive(Debug, Clone, Copy)]
+pub enum Reload {
+    /// The config file (SIGHUP), before anything in it is applied.
+    Config,
+    Certificates,
+    Pools,
+    Policy,
+}
+
+impl Reload {
+    pub const ALL: [Reload; 4] = [
+        Reload::Config,
+        Reload::Certificates,
+        Reload::Pools,
+        Reload::Policy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reload::Config => "config",
+            Reload::Certificates => "certificates",
+            Reload::Pools => "pools",
+            Reload::Policy => "policy",
+        }
+    }
+}
+
+/// Reloads by what they reloaded and whether they took effect.
+#[derive(Debug, Default)]
+pub struct Reloads([[AtomicU64; 2]; 4]);
+
+impl Reloads {
+    pub fn count(&self, what: Reload, ok: bool) {
+        bump(&self.0[what as usize][usize::from(!ok)]);
+    }
+
+    /// `(succeeded, failed)`.
+    pub fn get(&self, what: Reload) -> (u64, u64) {
+        let [ok, failed] = &self.0[what as usize];
+        (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    }
+}
+
 pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }

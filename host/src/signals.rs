@@ -48,6 +48,7 @@ impl StopSignals {
                     let policy = match config.map(crate::config::Config::load) {
                         None => None,
                         Some(Ok(c)) => {
+                            running.count_config_reload(true);
                             match running.reload_pools(&c) {
                                 Ok(()) => tracing::info!(pools = c.pools.len(), "pools reloaded"),
                                 Err(e) => tracing::error!(error = %e, "pools not reloaded"),
@@ -58,6 +59,7 @@ impl StopSignals {
                             Some(c.policy)
                         }
                         Some(Err(e)) => {
+                            running.count_config_reload(false);
                             tracing::error!(error = %e, "config not reloaded; keeping pools and policy");
                             continue;
                         }

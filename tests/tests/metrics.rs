@@ -338,3 +338,52 @@ async fn metrics_without_a_cache_or_traffic_are_still_valid() {
         panic!("promtool check metrics:\n{said}\non:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn reloads_are_counted_by_what_and_outcome() {
+    let certs = Certs::new();
+    let leaf = certs.issue("site", &["metrics.test"]);
+    let origin = Origin::echo("a").await;
+    let builder = ProxyBuilder::for_origin(&origin).tls(&[&leaf]).admin(None);
+    let config =
+        sluice::config::Config::parse(&builder.config_text(), "(test)", ".".as_ref()).unwrap();
+    let proxy = builder.start().await;
+    let running = &proxy.running;
+
+    running.reload_certificates().unwrap();
+    running.reload_pools(&config).unwrap();
+    // Unchanged: nothing to swap, and still a reload that worked.
+    running.policy().reload(None).await.unwrap();
+    let missing = sluice::config::PolicyConfig {
+        module: Some("/nonexistent/policy.wasm".into()),
+        ..config.policy.clone()
+    };
+    running.policy().reload(Some(missing)).await.unwrap_err();
+    assert_eq!(
+        running.policy().status().active.id,
+        1,
+        "the active revision stays"
+    );
+
+    let (_, text) = scrape(proxy.admin.unwrap(), None).await;
+    let reloads = |what, outcome| {
+        sample(
+            &text,
+            "sluice_reloads_total",
+            &[("what", what), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(reloads("certificates", "ok"), Some(1.0), "{text}");
+    assert_eq!(reloads("certificates", "failed"), Some(0.0));
+    assert_eq!(reloads("pools", "ok"), Some(1.0));
+    assert_eq!(reloads("policy", "ok"), Some(1.0));
+    assert_eq!(reloads("policy", "failed"), Some(1.0));
+    assert_eq!(
+        reloads("config", "ok"),
+        Some(0.0),
+        "only SIGHUP reads the file again"
+    );
+    if let Err(said) = promtool(&text) {
+        panic!("promtool check metrics:\n{said}\non:\n{text}");
+    }
+}

@@ -8,7 +8,7 @@
 //! lists (protocol, method, status class, phase, outcome); never a path, header or client.
 
 use super::AdminState;
-use crate::metrics::{CLASSES, METHODS, PROTOCOLS, TLS_VERSIONS};
+use crate::metrics::{CLASSES, METHODS, PROTOCOLS, Reload, TLS_VERSIONS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -101,6 +101,7 @@ impl Collector for Scrape {
         enc_pools(&mut enc, s)?;
         enc_policy(&mut enc, s)?;
         enc_cache(&mut enc, s)?;
+        enc_reloads(&mut enc, s)?;
         enc_process(&mut enc, s)
     }
 }
@@ -427,6 +428,27 @@ fn enc_cache(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
         family(enc, &name, help, unit, vec![(Vec::new(), value)])?;
     }
     Ok(())
+}
+
+fn enc_reloads(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
+    let mut rows = Vec::new();
+    for what in Reload::ALL {
+        let (ok, failed) = match what {
+            Reload::Policy => s.policy.loads(),
+            _ => s.reloads.get(what),
+        };
+        for (outcome, n) in [("ok", ok), ("failed", failed)] {
+            let at = labels([("what", what.name()), ("outcome", outcome)]);
+            rows.push((at, V::Counter(n)));
+        }
+    }
+    family(
+        enc,
+        "sluice_reloads",
+        "Reloads by what was reloaded (config file, certificates, pools, policy) and outcome; a failed one left the old state serving.",
+        None,
+        rows,
+    )
 }
 
 fn enc_process(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {

@@ -41,6 +41,7 @@ pub struct AdminState {
     pub pools: Arc<PoolTable>,
     pub cache: Option<Arc<Cache>>,
     pub listeners: Vec<Arc<crate::metrics::ListenerStats>>,
+    pub reloads: Arc<crate::metrics::Reloads>,
 }
 
 /// Largest policy component accepted by `PUT /policy`.

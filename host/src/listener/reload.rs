@@ -3,6 +3,7 @@
 //! and Kubernetes-style symlink swaps. A failing reload changes nothing and says which file.
 
 use super::tls::{CertResolver, TlsError};
+use crate::metrics::{Reload, Reloads};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +12,24 @@ use tokio::sync::{mpsc, watch};
 /// Owns the resolvers of all TLS listeners and the file watcher.
 pub struct CertReloader {
     resolvers: Vec<Arc<CertResolver>>,
-    reloads: Arc<watch::Sender<u64>>,
+    reloads: Arc<Tally>,
     _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Where reloads are counted: successful ones for tests to wait on, and both outcomes for
+/// `/metrics`.
+struct Tally {
+    done: watch::Sender<u64>,
+    metrics: Arc<Reloads>,
 }
 
 impl CertReloader {
     /// Starts watching the certificate directories (needs a tokio runtime).
-    pub fn new(resolvers: Vec<Arc<CertResolver>>) -> CertReloader {
-        let reloads = Arc::new(watch::Sender::new(0u64));
+    pub fn new(resolvers: Vec<Arc<CertResolver>>, metrics: Arc<Reloads>) -> CertReloader {
+        let reloads = Arc::new(Tally {
+            done: watch::Sender::new(0u64),
+            metrics,
+        });
         let watcher = watch_certificates(&resolvers, reloads.clone());
         CertReloader {
             resolvers,
@@ -34,21 +45,20 @@ impl CertReloader {
 
     /// Counts successful reloads.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.reloads.subscribe()
+        self.reloads.done.subscribe()
     }
 }
 
-fn reload_all(
-    resolvers: &[Arc<CertResolver>],
-    reloads: &watch::Sender<u64>,
-) -> Result<(), TlsError> {
+fn reload_all(resolvers: &[Arc<CertResolver>], reloads: &Tally) -> Result<(), TlsError> {
     for r in resolvers {
         if let Err(e) = r.reload() {
             tracing::error!(error = %e, "certificate reload failed; keeping the current certificates");
+            reloads.metrics.count(Reload::Certificates, false);
             return Err(e);
         }
     }
-    reloads.send_modify(|n| *n += 1);
+    reloads.metrics.count(Reload::Certificates, true);
+    reloads.done.send_modify(|n| *n += 1);
     tracing::info!(listeners = resolvers.len(), "certificates reloaded");
     Ok(())
 }
@@ -57,7 +67,7 @@ fn reload_all(
 /// (directory-level so renames and Kubernetes-style symlink swaps are seen too).
 fn watch_certificates(
     resolvers: &[Arc<CertResolver>],
-    reloads: Arc<watch::Sender<u64>>,
+    reloads: Arc<Tally>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     if resolvers.is_empty() {

@@ -12,6 +12,7 @@ use super::store::ResponseHead;
 use super::{Decision, LoadError, PolicyRequest, ResponseAction, ResponseSource, Upstreams};
 use crate::cache::Cache;
 use crate::config::{FailMode, InstanceMode, PolicyConfig};
+use crate::metrics::Reload;
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,6 +171,9 @@ pub struct PolicyRuntime {
     build: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
     swaps: watch::Sender<u64>,
+    /// Loads (reload, watched file, upload) that took effect or changed nothing, and failed
+    /// ones.
+    loads: crate::metrics::Reloads,
 }
 
 impl PolicyRuntime {
@@ -207,6 +211,7 @@ impl PolicyRuntime {
             build: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(2),
             swaps: watch::Sender::new(0),
+            loads: Default::default(),
         })
     }
 
@@ -245,10 +250,22 @@ impl PolicyRuntime {
     pub async fn reload(&self, config: Option<PolicyConfig>) -> Result<RevisionInfo, LoadError> {
         let config = config.unwrap_or_else(|| self.active.load().config.clone());
         let read = config.clone();
-        let (bytes, source) = tokio::task::spawn_blocking(move || read_module(&read))
+        let read = tokio::task::spawn_blocking(move || read_module(&read))
             .await
-            .map_err(|e| LoadError(format!("reading the module: {e}")))??;
-        self.publish(bytes, config, source).await
+            .map_err(|e| LoadError(format!("reading the module: {e}")))
+            .and_then(|r| r);
+        match read {
+            Ok((bytes, source)) => self.publish(bytes, config, source).await,
+            Err(e) => {
+                self.loads.count(Reload::Policy, false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads that took effect (or found nothing to change) and loads that failed.
+    pub fn loads(&self) -> (u64, u64) {
+        self.loads.get(Reload::Policy)
     }
 
     /// Replaces the module with uploaded bytes, keeping the current settings.
@@ -258,6 +275,17 @@ impl PolicyRuntime {
     }
 
     async fn publish(
+        &self,
+        bytes: Vec<u8>,
+        config: PolicyConfig,
+        source: String,
+    ) -> Result<RevisionInfo, LoadError> {
+        let result = self.publish_counted(bytes, config, source).await;
+        self.loads.count(Reload::Policy, result.is_ok());
+        result
+    }
+
+    async fn publish_counted(
         &self,
         bytes: Vec<u8>,
         config: PolicyConfig,
