@@ -2,10 +2,11 @@
 # Installs the policy toolchains for JavaScript (jco + ComponentizeJS, npm), Python
 # (componentize-py, PyPI) and C (clang, lld, wasi-libc, Debian), for `sluice policy build` and
 # the tests that build every example in every language; and promtool, which the metrics test
-# runs on a scrape. Idempotent; run as root or with sudo.
+# runs on a scrape, and headless Chromium for the status-page test. Idempotent; run as root
+# or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")"
-for tool in c js python promtool; do
+for tool in c js python promtool chromium; do
     echo "== toolchain: $tool"
     bash "./install-$tool.sh"
 done

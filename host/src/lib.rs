@@ -178,16 +178,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             };
             let tcp = listener::bind(a.address).map_err(bind_err)?;
             let local = tcp.local_addr().map_err(bind_err)?;
-            let state = admin::AdminState {
-                token: None,
-                started: std::time::Instant::now(),
-                started_wall: std::time::SystemTime::now(),
-                policy: policy.clone(),
-                pools: pools.clone(),
-                cache: cache.clone(),
-                listeners: listener_stats.clone(),
-                reloads: reloads.clone(),
-            };
+            let state = admin::AdminState::new(
+                policy.clone(),
+                pools.clone(),
+                cache.clone(),
+                listener_stats.clone(),
+                reloads.clone(),
+            );
             tokio::spawn(admin::run(
                 tcp,
                 a.clone(),

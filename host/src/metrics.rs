@@ -162,6 +162,19 @@ impl ListenerStats {
         (protocol * METHODS.len() + method) * CLASSES.len() + class
     }
 
+    /// Requests by status class, over every protocol and method.
+    pub fn by_class(&self) -> [u64; CLASSES.len()] {
+        let mut by = [0; CLASSES.len()];
+        for p in 0..PROTOCOLS.len() {
+            for m in 0..METHODS.len() {
+                for (c, n) in by.iter_mut().enumerate() {
+                    *n += self.requests(p, m, c);
+                }
+            }
+        }
+        by
+    }
+
     /// Requests of one protocol, method and status class (indexes into the label lists).
     pub fn requests(&self, protocol: usize, method: usize, class: usize) -> u64 {
         self.requests

@@ -16,6 +16,7 @@
 //!   `{"all": true}`; answers `{"purged": N, "soft": bool}`.
 
 mod metrics;
+mod status;
 
 use crate::cache::Cache;
 use crate::config::AdminConfig;
@@ -42,6 +43,30 @@ pub struct AdminState {
     pub cache: Option<Arc<Cache>>,
     pub listeners: Vec<Arc<crate::metrics::ListenerStats>>,
     pub reloads: Arc<crate::metrics::Reloads>,
+    /// The status page's ring of samples.
+    history: status::History,
+}
+
+impl AdminState {
+    pub fn new(
+        policy: Arc<PolicyRuntime>,
+        pools: Arc<PoolTable>,
+        cache: Option<Arc<Cache>>,
+        listeners: Vec<Arc<crate::metrics::ListenerStats>>,
+        reloads: Arc<crate::metrics::Reloads>,
+    ) -> AdminState {
+        AdminState {
+            token: None,
+            started: Instant::now(),
+            started_wall: std::time::SystemTime::now(),
+            policy,
+            pools,
+            cache,
+            listeners,
+            reloads,
+            history: status::History::default(),
+        }
+    }
 }
 
 /// Largest policy component accepted by `PUT /policy`.
@@ -57,6 +82,20 @@ pub async fn run(
     let state = Arc::new(AdminState {
         token: cfg.token,
         ..state
+    });
+    // The status page's samples, taken while the admin listener runs.
+    state.history.sample(&state);
+    let sampled = state.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let first = tokio::time::Instant::now() + status::EVERY;
+        let mut every = tokio::time::interval_at(first, status::EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => sampled.history.sample(&sampled),
+                _ = stop.changed() => return,
+            }
+        }
     });
     loop {
         let (stream, _) = tokio::select! {
@@ -96,6 +135,22 @@ pub async fn run(
 }
 
 async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == Method::GET && req.uri().path() == "/" {
+        // The page holds no data (its script fetches /status with the token).
+        let mut r = Response::new(Full::new(Bytes::from_static(status::PAGE.as_bytes())));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        );
+        return r;
+    }
     if let Some(token) = &state.token {
         if !authorized(&req, token) {
             let mut r = json(
@@ -120,6 +175,10 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
         }
         (&Method::GET, "/policy") => ok_json(&state.policy.status()),
         (&Method::GET, "/pools") => ok_json(&pools_json(&state.pools.current())),
+        (&Method::GET, "/status") => json(
+            StatusCode::OK,
+            status::json(state, &state.history).to_string(),
+        ),
         (&Method::GET, "/metrics") => {
             let accept = req
                 .headers()
@@ -187,7 +246,7 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
         (
             _,
             "/health" | "/policy" | "/policy/rollback" | "/pools" | "/stats" | "/cache/purge"
-            | "/metrics",
+            | "/metrics" | "/status" | "/",
         ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"error":"method not allowed"}"#.into(),
