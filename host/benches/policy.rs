@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
         let rt = PolicyRuntime::new(&config, Arc::new(OnePool)).unwrap();
         let mut req = Some(path.map_or_else(request, request_to));
         let mut call = || {
-            let (r, v, _) = rt.decide(req.take().unwrap());
+            let (r, v, _, _) = rt.decide(req.take().unwrap());
             if let Verdict::Failed(f) = &v {
                 panic!("decide/{name} failed: {f}");
             }
@@ -179,7 +179,7 @@ fn languages(c: &mut Criterion) {
             let rt = PolicyRuntime::new(&config, Arc::new(OnePool)).unwrap();
             let mut req = Some(request_to("/api/v1/users"));
             let mut call = || {
-                let (r, v, _) = rt.decide(req.take().unwrap());
+                let (r, v, _, _) = rt.decide(req.take().unwrap());
                 if let Verdict::Failed(f) = &v {
                     panic!("lang/{label}-{mode} failed: {f}");
                 }

@@ -51,6 +51,11 @@ pub enum StartError {
     Pool(#[from] upstream::PoolError),
     #[error("{0}")]
     Policy(#[from] policy::LoadError),
+    #[error("log.access_log_path {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A started proxy. Dropping it stops accepting (and in per-core mode ends the workers with
@@ -103,11 +108,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| policy::LoadError(format!("loading the policy: {e}")))?;
         Arc::new(built?)
     };
+    let access_log =
+        logging::AccessLog::start(&config.log).map_err(|source| StartError::AccessLog {
+            path: format!(
+                "{:?}",
+                config
+                    .log
+                    .access_log_path
+                    .as_deref()
+                    .unwrap_or("stderr".as_ref())
+            ),
+            source,
+        })?;
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
         pools.clone(),
         policy.clone(),
         cache.clone(),
+        access_log.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = mpsc::channel(1);
@@ -184,6 +202,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 cache.clone(),
                 listener_stats.clone(),
                 reloads.clone(),
+                access_log.clone(),
             );
             tokio::spawn(admin::run(
                 tcp,

@@ -240,6 +240,7 @@ fn policy_test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         level: "info".into(),
         format: sluice::config::LogFormat::Text,
         access_log: false,
+        access_log_path: None,
     });
     let (mut policy_config, upstreams) = match &args.config {
         Some(path) => {

@@ -102,6 +102,7 @@ impl Collector for Scrape {
         enc_policy(&mut enc, s)?;
         enc_cache(&mut enc, s)?;
         enc_reloads(&mut enc, s)?;
+        enc_access_log(&mut enc, s)?;
         enc_process(&mut enc, s)
     }
 }
@@ -446,6 +447,24 @@ fn enc_reloads(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
         enc,
         "sluice_reloads",
         "Reloads by what was reloaded (config file, certificates, pools, policy) and outcome; a failed one left the old state serving.",
+        None,
+        rows,
+    )
+}
+
+fn enc_access_log(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
+    let Some(log) = &s.access_log else {
+        return Ok(());
+    };
+    let (queued, dropped) = log.counts();
+    let rows = vec![
+        (labels([("outcome", "written")]), V::Counter(queued)),
+        (labels([("outcome", "dropped")]), V::Counter(dropped)),
+    ];
+    family(
+        enc,
+        "sluice_access_log_lines",
+        "Access-log lines queued to the writer, and dropped because its queue was full.",
         None,
         rows,
     )

@@ -43,6 +43,7 @@ pub struct AdminState {
     pub cache: Option<Arc<Cache>>,
     pub listeners: Vec<Arc<crate::metrics::ListenerStats>>,
     pub reloads: Arc<crate::metrics::Reloads>,
+    pub access_log: Option<Arc<crate::logging::AccessLog>>,
     /// The status page's ring of samples.
     history: status::History,
 }
@@ -54,6 +55,7 @@ impl AdminState {
         cache: Option<Arc<Cache>>,
         listeners: Vec<Arc<crate::metrics::ListenerStats>>,
         reloads: Arc<crate::metrics::Reloads>,
+        access_log: Option<Arc<crate::logging::AccessLog>>,
     ) -> AdminState {
         AdminState {
             token: None,
@@ -64,6 +66,7 @@ impl AdminState {
             cache,
             listeners,
             reloads,
+            access_log,
             history: status::History::default(),
         }
     }

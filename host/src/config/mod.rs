@@ -367,6 +367,8 @@ pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
     pub access_log: bool,
+    /// Where access-log lines go (appended); stderr when `None`.
+    pub access_log_path: Option<PathBuf>,
 }
 
 /// What happens to a request whose policy traps, overruns its deadline or memory cap, or

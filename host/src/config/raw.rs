@@ -276,6 +276,7 @@ pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
     pub access_log: Option<bool>,
+    pub access_log_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -259,6 +259,7 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         level,
         format,
         access_log: raw.log.access_log.unwrap_or(true),
+        access_log_path: raw.log.access_log_path.as_deref().map(|p| cx.path(p)),
     };
 
     let policy = match raw.policy {

@@ -83,6 +83,10 @@ impl PhaseStats {
     }
 }
 
+/// What [`PolicyRuntime::decide`] gives back: the request, the verdict, the response phase
+/// to run, the deciding revision's id.
+pub type Decided = (PolicyRequest, Verdict, Option<ResponseHook>, u64);
+
 /// One revision's figures for `/metrics`.
 pub struct RevisionMetrics {
     pub policy: String,
@@ -216,12 +220,14 @@ impl PolicyRuntime {
     }
 
     /// Asks the active revision about one request and hands the request back, with the
-    /// response phase to run on its response when the revision has one and forwarded it.
-    pub fn decide(&self, req: PolicyRequest) -> (PolicyRequest, Verdict, Option<ResponseHook>) {
+    /// response phase to run on its response when the revision has one and forwarded it,
+    /// and the id of the revision that decided.
+    pub fn decide(&self, req: PolicyRequest) -> Decided {
         let active = self.active.load();
+        let id = active.revision.id();
         if active.config.native {
             let d = super::native::default_decision(&req);
-            return (req, Verdict::Decided(d), None);
+            return (req, Verdict::Decided(d), None, id);
         }
         let (req, result) = active.revision.decide(req);
         let verdict = match result {
@@ -241,7 +247,7 @@ impl PolicyRuntime {
             }
             _ => None,
         };
-        (req, verdict, hook)
+        (req, verdict, hook, id)
     }
 
     /// Re-reads the module file, with `config` replacing the current policy settings when

@@ -71,7 +71,60 @@ pub fn admit(settings: &ProxySettings, peer: IpAddr, headers: &mut HeaderMap) ->
     if settings.request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID, request_id());
     }
+    trace_context(headers, settings.request_id);
     client
+}
+
+/// W3C Trace Context (https://www.w3.org/TR/trace-context/): a valid `traceparent` goes on
+/// as it is (with its `tracestate`); an invalid one is dropped with its `tracestate`, as the
+/// spec asks of a receiver; without one, and when request ids are on, the request starts a
+/// trace of its own (random trace and parent ids, not sampled) so the upstream and the access
+/// log share its trace id.
+fn trace_context(headers: &mut HeaderMap, start: bool) {
+    let lines = headers.get_all(&TRACEPARENT).iter().count();
+    let valid = lines == 1 && headers.get(&TRACEPARENT).is_some_and(valid_traceparent);
+    if lines > 0 && !valid {
+        headers.remove(&TRACEPARENT);
+        headers.remove(HeaderName::from_static("tracestate"));
+    }
+    if !valid && start {
+        let v = format!("00-{:032x}-{:016x}-00", nonzero_u128(), nonzero_u64());
+        headers.insert(TRACEPARENT, HeaderValue::try_from(v).expect("hex"));
+    }
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+/// `version-traceid-parentid-flags`: lowercase hex of 2, 32, 16, 2 digits; version `ff` and
+/// all-zero ids are invalid. A later version may append fields after a `-`; version 00 may not.
+fn valid_traceparent(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |s: &[u8]| s.iter().all(|c| *c == b'0');
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return false;
+    }
+    let (version, trace, parent, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
+    let rest_ok = match version {
+        b"00" => b.len() == 55,
+        _ => b.len() == 55 || b[55] == b'-',
+    };
+    hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && !zero(trace)
+        && hex(parent)
+        && !zero(parent)
+        && hex(flags)
+        && rest_ok
 }
 
 /// The rightmost `X-Forwarded-For` address that is not a trusted proxy (all lines, in
@@ -178,5 +231,44 @@ mod tests {
         assert!(c.trusted_peer && c.forwarded);
         assert_eq!(c.ip.to_string(), "203.0.113.7");
         assert_eq!(h["x-request-id"], "theirs");
+    }
+
+    #[test]
+    fn traceparent_is_kept_when_valid_replaced_when_not_started_when_absent() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", good.parse().unwrap());
+        h.insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+        trace_context(&mut h, true);
+        assert_eq!(h["traceparent"], good);
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", bad.parse().unwrap());
+            h.insert("tracestate", "a=b".parse().unwrap());
+            trace_context(&mut h, false);
+            assert!(!h.contains_key("traceparent"), "{bad}");
+            assert!(!h.contains_key("tracestate"), "{bad}");
+        }
+        // A later version may add fields.
+        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
+        assert!(valid_traceparent(&future.parse().unwrap()));
+
+        let mut h = HeaderMap::new();
+        trace_context(&mut h, true);
+        let made = h["traceparent"].clone();
+        assert!(valid_traceparent(&made), "{made:?}");
+        assert!(made.to_str().unwrap().ends_with("-00"), "not sampled");
+        let mut h = HeaderMap::new();
+        trace_context(&mut h, false);
+        assert!(!h.contains_key("traceparent"));
     }
 }

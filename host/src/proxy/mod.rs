@@ -145,7 +145,7 @@ pub struct Proxy {
     settings: ProxySettings,
     timeouts: Timeouts,
     limits: Limits,
-    access_log: bool,
+    access_log: Option<Arc<crate::logging::AccessLog>>,
     via: ViaValues,
     cache: Option<Arc<Cache>>,
 }
@@ -156,6 +156,7 @@ impl Proxy {
         pools: Arc<PoolTable>,
         policy: Arc<PolicyRuntime>,
         cache: Option<Arc<Cache>>,
+        access_log: Option<Arc<crate::logging::AccessLog>>,
     ) -> Proxy {
         Proxy {
             pools,
@@ -165,7 +166,7 @@ impl Proxy {
             settings: config.proxy.clone(),
             timeouts: config.timeouts,
             limits: config.limits,
-            access_log: config.log.access_log,
+            access_log,
         }
     }
 
@@ -181,12 +182,15 @@ impl Proxy {
             conn.activity.linger_on_close();
         }
         let client = forwarded::admit(&self.settings, conn.client.ip(), req.headers_mut());
-        let record = self
-            .access_log
-            .then(|| log::AccessRecord::new(&req, &conn, &client, start));
+        let record = self.access_log.as_ref().map(|log| {
+            (
+                log::AccessRecord::new(&req, &conn, &client, start),
+                log.clone(),
+            )
+        });
         let (version, method) = (req.version(), req.method().clone());
-        let mut pool = None;
-        let (mut resp, upstream) = match self.forward(req, &conn, &client, &mut pool).await {
+        let mut routed = log::Routed::default();
+        let (mut resp, upstream) = match self.forward(req, &conn, &client, &mut routed).await {
             Ok(r) => r,
             Err(e) => {
                 match e.side {
@@ -200,22 +204,24 @@ impl Proxy {
         };
         let status = resp.status();
         conn.listener.request(version, &method, status.as_u16());
+        let record =
+            record.map(|(r, log)| (r.finish(status, resp.headers(), upstream, &routed), log));
         resp.body_mut().set_on_complete(Box::new(log::Completion {
             guard,
-            record: record.map(|r| r.finish(status, upstream, start)),
-            pool,
+            record,
+            pool: routed.pool.map(|p| p.stats.clone()),
             start,
         }));
         resp
     }
 
-    /// Forwards or answers `req`; sets `pool` to the figures of the pool it is routed to.
+    /// Forwards or answers `req`; says in `routed` which revision decided what, and where to.
     async fn forward(
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
         client: &forwarded::Client,
-        pool_stats: &mut Option<Arc<crate::metrics::PoolStats>>,
+        routed: &mut log::Routed,
     ) -> Result<(Response<ResponseBody>, Option<Arc<str>>), ProxyError> {
         let (parts, body) = req.into_parts();
         if parts.method == http::Method::CONNECT {
@@ -225,7 +231,7 @@ impl Proxy {
         let authority = request_authority(&parts)?;
         check_framing(&parts, &self.limits)?;
 
-        let (returned, verdict, hook) = self.policy.decide(PolicyRequest {
+        let (returned, verdict, hook, revision) = self.policy.decide(PolicyRequest {
             parts,
             authority,
             client: SocketAddr::new(client.ip, conn.client.port()),
@@ -237,6 +243,13 @@ impl Proxy {
             authority,
             ..
         } = returned;
+        routed.revision = revision;
+        routed.decision = match &verdict {
+            Verdict::Decided(Decision::Forward(_)) => "forward",
+            Verdict::Decided(Decision::Respond(_)) => "respond",
+            Verdict::Failed(f) if f.fail == FailMode::Open => "failed-open",
+            Verdict::Failed(_) => "failed-closed",
+        };
         let mut forward = match verdict {
             Verdict::Decided(Decision::Forward(f)) => f,
             Verdict::Decided(Decision::Respond(r)) => return Ok((local_response(r), None)),
@@ -252,7 +265,7 @@ impl Proxy {
             .get(forward.pool.as_deref())
             .cloned()
             .ok_or_else(|| missing(format!("no pool {:?}", forward.pool)))?;
-        *pool_stats = Some(pool.stats.clone());
+        routed.pool = Some(pool.clone());
         let named = match &forward.endpoint {
             Some(addr) => Some(
                 pool.index_of(addr)
