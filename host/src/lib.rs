@@ -74,12 +74,29 @@ pub struct Running {
     /// Active checks and ejection expiry of the current pool generation.
     health: std::sync::Mutex<health::Monitor>,
     cache: Option<Arc<cache::Cache>>,
-    _policy_watcher: Option<notify::RecommendedWatcher>,
+    /// The module file being watched and its watcher (replaced when a reload changes the
+    /// file or turns watching on or off).
+    policy_watcher: std::sync::Mutex<PolicyWatcher>,
     accepted: Arc<listener::Accepted>,
     /// Reloads of the config and pools (certificates and the policy count their own).
     reloads: Arc<metrics::Reloads>,
     /// Per-core mode's worker threads (declared last: they stop after the rest is dropped).
     _workers: Option<listener::workers::Workers>,
+}
+
+/// The policy module file a [`Running`] watches.
+struct PolicyWatcher {
+    file: Option<std::path::PathBuf>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl PolicyWatcher {
+    fn of(policy: &Arc<policy::PolicyRuntime>) -> PolicyWatcher {
+        PolicyWatcher {
+            file: policy.watched_file(),
+            _watcher: policy::watch::watch_module(policy),
+        }
+    }
 }
 
 /// How a shutdown went.
@@ -251,7 +268,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drain_rx,
         grace: config.timeouts.shutdown_grace,
         certificates: CertReloader::new(resolvers, reloads.clone()),
-        _policy_watcher: policy::watch::watch_module(&policy),
+        policy_watcher: std::sync::Mutex::new(PolicyWatcher::of(&policy)),
         policy,
         pools,
         health,
@@ -313,6 +330,24 @@ impl Running {
     /// reload does not empty or resize it.
     pub fn cache(&self) -> Option<&Arc<cache::Cache>> {
         self.cache.as_ref()
+    }
+
+    /// Reloads the policy (with `config` replacing its settings when given, as on SIGHUP),
+    /// then watches the module file the active settings name, if that changed.
+    pub async fn reload_policy(
+        &self,
+        config: Option<config::PolicyConfig>,
+    ) -> Result<policy::RevisionInfo, policy::LoadError> {
+        let result = self.policy.reload(config).await;
+        let mut w = self
+            .policy_watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if w.file != self.policy.watched_file() {
+            *w = PolicyWatcher::of(&self.policy);
+            tracing::info!(file = ?w.file, "watching the policy module");
+        }
+        result
     }
 
     /// The policy runtime: reload, upload, rollback, status.

@@ -65,7 +65,7 @@ impl StopSignals {
                         }
                     };
                     // Failures are logged by the runtime; the active revision keeps serving.
-                    let _ = running.policy().reload(policy).await;
+                    let _ = running.reload_policy(policy).await;
                 }
             }
         }

@@ -219,6 +219,43 @@ async fn a_changed_module_file_is_reloaded_and_a_broken_one_is_not() {
     assert_eq!(served_by(proxy.http).await, "b");
 }
 
+/// A reload whose settings name another module file (as SIGHUP does after the config file
+/// changed) loads it and from then on watches it, not the old one.
+#[tokio::test]
+async fn a_reload_with_another_module_path_watches_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.wasm"), dir.path().join("new.wasm"));
+    std::fs::copy(guests::SWAP_A, &old).unwrap();
+    std::fs::copy(guests::SWAP_B, &new).unwrap();
+    let origin = Origin::echo("a").await;
+    let builder = ProxyBuilder::for_origin(&origin).policy(old.to_str().unwrap(), "", "");
+    let text = builder.config_text();
+    let proxy = builder.start().await;
+    assert_eq!(served_by(proxy.http).await, "a");
+
+    let moved = text.replace(old.to_str().unwrap(), new.to_str().unwrap());
+    let config = sluice::config::Config::parse(&moved, "(test)", ".".as_ref()).unwrap();
+    proxy
+        .running
+        .reload_policy(Some(config.policy))
+        .await
+        .unwrap();
+    assert_eq!(served_by(proxy.http).await, "b");
+
+    // A change of the new file is seen (before the fix only the old path was watched).
+    let mut swaps = proxy.running.policy().swaps();
+    std::fs::copy(guests::SWAP_A, dir.path().join("a.tmp")).unwrap();
+    std::fs::rename(dir.path().join("a.tmp"), &new).unwrap();
+    guarded("reload after the new file changed", swaps.changed())
+        .await
+        .unwrap();
+    assert_eq!(served_by(proxy.http).await, "a");
+    assert_eq!(
+        proxy.running.policy().status().active.source,
+        format!("file:{}", new.display())
+    );
+}
+
 #[tokio::test]
 async fn a_filesystem_import_loads_and_finds_no_files() {
     // Interpreters import wasi:filesystem, so it is linked, with no directory to open.
