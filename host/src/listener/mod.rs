@@ -190,6 +190,8 @@ impl Listener {
             shared.accepted.count();
             self.stats.accepted();
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                // Not served: it never counts as open.
+                self.stats.closed();
                 reject_overloaded(stream, self.tls.is_some(), &shared);
                 continue;
             };
