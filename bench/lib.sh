@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by run.sh, cache.sh, policy.sh and hotswap.sh (sourced; not run on its own).
+# Helpers shared by run.sh, cache.sh, policy.sh, hotswap.sh, kill.sh and reload.sh (sourced; not run on its own).
 # Callers define PID[name] (the process started for `name`) and WORK (its log is $WORK/name.log).
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -177,4 +177,33 @@ run_timed() {
 times_ticks() { # `times` output on stdin, CLK_TCK -> the four figures summed, in ticks (rounded)
   awk -v hz="$1" '{ for (i = 1; i <= NF; i++) { split($i, ms, "m"); sub(/s$/, "", ms[2]); t += ms[1] * 60 + ms[2] } }
     END { printf "%d\n", t * hz + 0.5 }'
+}
+
+# load_cmd proto seconds conns http_port https_port: sets LOAD_CMD to the load generator for
+# `proto` (h1: wrk over cleartext; h2c / h2: h2load over cleartext / TLS) against /small.
+load_cmd() {
+  case $1 in
+    h1) LOAD_CMD=(wrk -t2 -c"$3" -d"${2}s" "http://127.0.0.1:$4/small") ;;
+    h2c) LOAD_CMD=(h2load -t2 -c"$3" -m10 -D"$2" "http://127.0.0.1:$4/small") ;;
+    h2) LOAD_CMD=(h2load -t2 -c"$3" -m10 -D"$2" "https://127.0.0.1:$5/small") ;;
+    *) die "unknown protocol $1 (h1 h2c h2)" ;;
+  esac
+}
+
+# load_result proto output-file: prints "requests|failures|non-2xx" as wrk (h1) or h2load
+# (h2c, h2) reported them in output-file.
+load_result() {
+  local total failed non2xx codes
+  if [[ $1 == h1 ]]; then
+    total=$(grep -oE '^ *[0-9]+ requests in' "$2" | grep -oE '[0-9]+' || echo "?")
+    non2xx=$(grep -oE 'Non-2xx or 3xx responses: [0-9]+' "$2" | grep -oE '[0-9]+$' || echo 0)
+    failed=$(grep -E 'Socket errors' "$2" | sed 's/^ *Socket errors: //' || true)
+    failed=${failed:-0}
+  else
+    total=$(grep -oE '^requests: [0-9]+ total' "$2" | grep -oE '[0-9]+' || echo "?")
+    failed=$(grep -oE '[0-9]+ failed, [0-9]+ errored, [0-9]+ timeout' "$2" || echo "?")
+    codes=$(grep -E '^status codes:' "$2" || echo "")
+    non2xx=$(awk -F'[ ,]+' '/^status codes:/ {print $5 + $7 + $9}' <<<"$codes")
+  fi
+  echo "$total|$failed|${non2xx:-?}"
 }

@@ -88,12 +88,8 @@ for proto in $PROTOCOLS; do
   wait_ready origin-a "http://127.0.0.1:$PORT_A/small" || die "origin a did not start"
   wait_ready origin-b "http://127.0.0.1:$PORT_B/small" || die "origin b did not start"
   wait_ready sluice "http://127.0.0.1:$PORT_H/small" || die "sluice did not start"
-  case $proto in
-    h1) cmd=(wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$PORT_H/small") ;;
-    h2c) cmd=(h2load -t2 -c"$CONNS" -m10 -D"$DUR" "http://127.0.0.1:$PORT_H/small") ;;
-    h2) cmd=(h2load -t2 -c"$CONNS" -m10 -D"$DUR" "https://127.0.0.1:$PORT_S/small") ;;
-    *) die "unknown protocol $proto (h1 h2c h2)" ;;
-  esac
+  load_cmd "$proto" "$DUR" "$CONNS" "$PORT_H" "$PORT_S"
+  cmd=("${LOAD_CMD[@]}")
   "${cmd[@]}" >"$WORK/load-$proto.txt" 2>&1 &
   load=$!
   # Reloads spread over the run, leaving its first and last second alone.
@@ -107,18 +103,7 @@ for proto in $PROTOCOLS; do
   wait "$load" || true
   counted=$(curl -s "http://127.0.0.1:$PORT_ADMIN/metrics" \
     | awk '/^sluice_reloads_total\{what="config",outcome="ok"\}/ {ok=$2} /^sluice_reloads_total\{what="config",outcome="failed"\}/ {f=$2} END {print ok " / " f}')
-  out=$WORK/load-$proto.txt
-  if [[ $proto == h1 ]]; then
-    total=$(grep -oE '^ *[0-9]+ requests in' "$out" | grep -oE '[0-9]+' || echo "?")
-    non2xx=$(grep -oE 'Non-2xx or 3xx responses: [0-9]+' "$out" | grep -oE '[0-9]+$' || echo 0)
-    failed=$(grep -E 'Socket errors' "$out" | sed 's/^ *Socket errors: //' || true)
-    failed=${failed:-0}
-  else
-    total=$(grep -oE '^requests: [0-9]+ total' "$out" | grep -oE '[0-9]+' || echo "?")
-    failed=$(grep -oE '[0-9]+ failed, [0-9]+ errored, [0-9]+ timeout' "$out" || echo "?")
-    codes=$(grep -E '^status codes:' "$out" || echo "")
-    non2xx=$(awk -F'[ ,]+' '/^status codes:/ {print $5 + $7 + $9}' <<<"$codes")
-  fi
-  echo "| $proto | ${cmd[0]} ${CONNS} connections, ${DUR} s | $RELOADS | $total | $failed | ${non2xx:-?} | $counted |"
+  IFS="|" read -r total failed non2xx <<<"$(load_result "$proto" "$WORK/load-$proto.txt")"
+  echo "| $proto | ${cmd[0]} ${CONNS} connections, ${DUR} s | $RELOADS | $total | $failed | $non2xx | $counted |"
   for n in sluice origin-a origin-b; do stop_pid "${PID[$n]}"; unset "PID[$n]"; done
 done

@@ -50,12 +50,8 @@ impl History {
                 (p.name.to_string(), sent)
             })
             .collect();
-        let cache = |k: &str| {
-            state
-                .cache
-                .as_ref()
-                .map_or(0, |c| c.stats_json()[k].as_u64().unwrap_or(0))
-        };
+        let stats = state.cache.as_ref().map(|c| c.stats_json());
+        let cache = |k: &str| stats.as_ref().map_or(0, |s| s[k].as_u64().unwrap_or(0));
         let s = Sample {
             at: millis(SystemTime::now()),
             requests,
@@ -134,8 +130,8 @@ pub fn json(state: &AdminState, history: &History) -> serde_json::Value {
             })
         })
         .collect();
-    let mut pools = super::pools_json(&state.pools.current());
     let current = state.pools.current();
+    let mut pools = super::pools_json(&current);
     if let Some(list) = pools["pools"].as_array_mut() {
         for (p, j) in current.iter().zip(list) {
             let (buckets, _) = p.stats.duration.snapshot();
