@@ -26,12 +26,12 @@ pub mod worker;
 pub use signals::StopSignals;
 
 use config::Config;
+use listener::Shared;
 use listener::reload::CertReloader;
-use listener::tls::{CertResolver, TlsError};
-use listener::{Listener, Shared};
+use listener::set::ListenerSet;
+use listener::tls::TlsError;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Why the proxy could not start.
@@ -61,19 +61,22 @@ pub enum StartError {
 /// A started proxy. Dropping it stops accepting (and in per-core mode ends the workers with
 /// their connections); [`Running::shutdown`] lets in-flight requests finish first.
 pub struct Running {
-    /// Bound address of each listener, in config order, with its name.
-    pub listeners: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     drain_tx: Option<mpsc::Sender<()>>,
     drain_rx: mpsc::Receiver<()>,
-    grace: Duration,
-    certificates: CertReloader,
+    /// What every connection shares (settings that reloads replace, the connection limit).
+    shared: Arc<Shared>,
+    /// The config in force, its listeners and their TLS certificates; a reload holds the lock.
+    live: std::sync::Mutex<Live>,
+    /// The listeners' counters as `/metrics` and the status page see them.
+    listener_stats: Arc<metrics::ListenerList>,
     policy: Arc<policy::PolicyRuntime>,
     pools: Arc<upstream::PoolTable>,
     /// Active checks and ejection expiry of the current pool generation.
     health: std::sync::Mutex<health::Monitor>,
     cache: Option<Arc<cache::Cache>>,
+    access_log: Option<Arc<logging::AccessLog>>,
     /// The module file being watched and its watcher (replaced when a reload changes the
     /// file or turns watching on or off).
     policy_watcher: std::sync::Mutex<PolicyWatcher>,
@@ -81,7 +84,36 @@ pub struct Running {
     /// Reloads of the config and pools (certificates and the policy count their own).
     reloads: Arc<metrics::Reloads>,
     /// Per-core mode's worker threads (declared last: they stop after the rest is dropped).
-    _workers: Option<listener::workers::Workers>,
+    workers: Option<listener::workers::Workers>,
+}
+
+/// What a config reload replaces, under one lock.
+struct Live {
+    config: Config,
+    listeners: ListenerSet,
+    certificates: CertReloader,
+}
+
+/// Why a config reload was refused; the config in force keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Listener(#[from] StartError),
+    #[error("{0}")]
+    Pools(#[from] upstream::PoolError),
+}
+
+/// What a config reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub listeners: listener::set::Changes,
+    /// Sections that changed but take effect only at the next start.
+    pub need_restart: Vec<&'static str>,
+    /// The policy reload's outcome (it fails on its own: the other changes stay applied and
+    /// the active revision keeps serving).
+    pub policy: Result<policy::RevisionInfo, policy::LoadError>,
 }
 
 /// The policy module file a [`Running`] watches.
@@ -152,55 +184,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config::RuntimeMode::PerCore => config.runtime.workers,
         config::RuntimeMode::Shared => 0,
     };
-    let mut resolvers = Vec::new();
-    let mut bound = Vec::new();
-    let mut per_worker: Vec<Vec<listener::workers::Bound>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut addrs = Vec::new();
-    let mut listener_stats = Vec::new();
-    for l in &config.listeners {
-        let acceptor = match &l.tls {
-            None => None,
-            Some(t) => {
-                let resolver = Arc::new(CertResolver::new(t.clone())?);
-                resolvers.push(resolver.clone());
-                Some(tokio_rustls::TlsAcceptor::from(
-                    listener::tls::server_config(resolver)?,
-                ))
-            }
-        };
-        let stats = Arc::new(metrics::ListenerStats::new(l.name.as_str().into(), workers));
-        listener_stats.push(stats.clone());
-        let bind_err = |source| StartError::Bind {
-            what: format!("listener \"{}\"", l.name),
-            address: l.address,
-            source,
-        };
-        if workers == 0 {
-            let tcp = listener::bind(l.address).map_err(bind_err)?;
-            addrs.push((l.name.clone(), tcp.local_addr().map_err(bind_err)?));
-            bound.push(Listener::new(stats, tcp, acceptor));
-            continue;
-        }
-        // SO_REUSEPORT would let us share the port with another process of this user (a
-        // second sluice started by mistake) and split its traffic silently: a plain bind
-        // first fails with "address in use" when anything listens there.
-        if l.address.port() != 0 {
-            drop(listener::bind_socket(l.address, false).map_err(bind_err)?);
-        }
-        // The first socket settles the port (the config may say 0); the others share it.
-        let mut address = l.address;
-        for sockets in &mut per_worker {
-            let socket = listener::bind_socket(address, true).map_err(bind_err)?;
-            address = socket.local_addr().map_err(bind_err)?;
-            sockets.push(listener::workers::Bound {
-                stats: stats.clone(),
-                socket,
-                tls: acceptor.clone(),
-            });
-        }
-        addrs.push((l.name.clone(), address));
-    }
+    let mut listeners = ListenerSet::new(workers);
+    let plan = listeners.prepare(&config.listeners)?;
+    let listener_stats = Arc::new(metrics::ListenerList::from_pointee(plan.stats()));
 
     let reloads = Arc::new(metrics::Reloads::default());
     let admin_addr = match &config.admin {
@@ -233,65 +219,161 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
 
     let shared = Arc::new(Shared::new(
-        proxy,
-        config.timeouts,
-        config.limits,
+        listener::Settings::new(proxy, config.timeouts, &config.limits),
+        config.limits.max_connections,
         shutdown_rx,
         drain_tx.clone(),
         workers,
     ));
-    for l in bound {
-        tokio::spawn(l.run(shared.clone()));
-    }
-    let threads = workers;
-    let workers = match threads {
+    let threads = match workers {
         0 => None,
         n => Some(
-            listener::workers::start(per_worker, shared.clone())
+            listener::workers::start(n, shared.clone())
                 .await
                 .map_err(|source| StartError::Bind {
                     what: format!("{n} per-core workers"),
-                    address: addrs.first().map_or(([0, 0, 0, 0], 0).into(), |a| a.1),
+                    address: config
+                        .listeners
+                        .first()
+                        .map_or(([0, 0, 0, 0], 0).into(), |l| l.address),
                     source,
                 })?,
         ),
     };
-    for (name, address) in &addrs {
-        tracing::info!(listener = %name, %address, workers = threads, "listening");
+    listeners.apply(plan, &shared, threads.as_ref());
+    for (name, address) in listeners.addresses() {
+        tracing::info!(listener = %name, %address, workers, "listening");
     }
+    let certificates = CertReloader::new(listeners.resolvers(), reloads.clone());
 
     Ok(Running {
-        listeners: addrs,
         admin: admin_addr,
         shutdown: shutdown_tx,
         drain_tx: Some(drain_tx),
         drain_rx,
-        grace: config.timeouts.shutdown_grace,
-        certificates: CertReloader::new(resolvers, reloads.clone()),
+        accepted: shared.accepted.clone(),
+        shared,
+        live: std::sync::Mutex::new(Live {
+            config,
+            listeners,
+            certificates,
+        }),
+        listener_stats,
         policy_watcher: std::sync::Mutex::new(PolicyWatcher::of(&policy)),
         policy,
         pools,
         health,
         cache,
-        accepted: shared.accepted.clone(),
+        access_log,
         reloads,
-        _workers: workers,
+        workers: threads,
     })
 }
 
 impl Running {
     /// The bound address of the listener called `name`.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.listeners()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
+    }
+
+    /// Name and bound address of each listener, in config order.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.live().listeners.addresses()
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Re-reads every listener certificate. All-or-nothing per listener; established
     /// connections are untouched.
     pub fn reload_certificates(&self) -> Result<(), TlsError> {
-        self.certificates.reload()
+        self.live().certificates.reload()
+    }
+
+    /// Applies a new config without a restart: listeners (added, removed, moved, TLS
+    /// settings), pools, `[proxy]`, `[timeouts]`, `[limits]`, the cache's settings and size,
+    /// and the policy. All or nothing up to the policy: a listener that cannot bind, a TLS
+    /// file that cannot be read or a pool that cannot be built refuses the whole reload, and
+    /// the config in force keeps serving. Connections already open keep the settings they
+    /// started with; nothing open is closed, except by a smaller `max_connections`, which
+    /// waits for connections to end instead. Counted as a config reload either way.
+    pub async fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        let applied = self.apply(&config);
+        self.count_config_reload(applied.is_ok());
+        let (listeners, need_restart) = applied?;
+        if !need_restart.is_empty() {
+            tracing::warn!(
+                sections = ?need_restart,
+                "changed, and take effect at the next restart"
+            );
+        }
+        tracing::info!(
+            added = ?listeners.added,
+            removed = ?listeners.removed,
+            tls_changed = ?listeners.tls_changed,
+            pools = config.pools.len(),
+            "config reloaded"
+        );
+        // Failures are logged by the runtime; the active revision keeps serving.
+        let policy = self.reload_policy(Some(config.policy)).await;
+        Ok(Reloaded {
+            listeners,
+            need_restart,
+            policy,
+        })
+    }
+
+    /// The synchronous part of [`Running::reload`]: everything but the policy.
+    fn apply(
+        &self,
+        config: &Config,
+    ) -> Result<(listener::set::Changes, Vec<&'static str>), ReloadError> {
+        let mut live = self.live();
+        // Bind and load first: nothing runs differently until every step has succeeded.
+        let plan = live.listeners.prepare(&config.listeners)?;
+        self.reload_pools(config)?;
+        let proxy = Arc::new(proxy::Proxy::new(
+            config,
+            self.pools.clone(),
+            self.policy.clone(),
+            self.cache.clone(),
+            self.access_log.clone(),
+        ));
+        self.shared.reconfigure(
+            listener::Settings::new(proxy, config.timeouts, &config.limits),
+            config.limits.max_connections,
+        );
+        let changes = live
+            .listeners
+            .apply(plan, &self.shared, self.workers.as_ref());
+        self.listener_stats.store(Arc::new(live.listeners.stats()));
+        if !(changes.added.is_empty() && changes.tls_changed.is_empty()) {
+            let resolvers = live.listeners.resolvers();
+            live.certificates.replace(resolvers);
+        }
+        if let (Some(cache), Some(c)) = (&self.cache, &config.cache) {
+            cache.reconfigure(c.clone());
+        }
+        let old = &live.config;
+        let mut need_restart = Vec::new();
+        if old.cache.is_some() != config.cache.is_some() {
+            need_restart.push("[cache] (on or off)");
+        }
+        if old.admin != config.admin {
+            need_restart.push("[admin]");
+        }
+        if old.log != config.log {
+            need_restart.push("[log]");
+        }
+        if old.runtime != config.runtime {
+            need_restart.push("[runtime]");
+        }
+        live.config = config.clone();
+        Ok((changes, need_restart))
     }
 
     /// Counts a reload of the config file: read and valid (`ok`), or not.
@@ -301,7 +383,7 @@ impl Running {
 
     /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.
     pub fn certificate_reloads(&self) -> watch::Receiver<u64> {
-        self.certificates.subscribe()
+        self.live().certificates.subscribe()
     }
 
     /// The upstream pools: live state, health, reload.
@@ -360,7 +442,10 @@ impl Running {
     pub async fn shutdown(mut self) -> ShutdownOutcome {
         let _ = self.shutdown.send(true);
         self.drain_tx = None;
-        match tokio::time::timeout(self.grace, self.drain_rx.recv()).await {
+        let grace = self.live().config.timeouts.shutdown_grace;
+        // The accept loops, the connections and `shared` hold drain senders.
+        drop(self.shared);
+        match tokio::time::timeout(grace, self.drain_rx.recv()).await {
             Ok(_) => ShutdownOutcome::Drained,
             Err(_) => ShutdownOutcome::TimedOut,
         }

@@ -116,6 +116,10 @@ pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
 const REQUEST_CELLS: usize = PROTOCOLS.len() * METHODS.len() * CLASSES.len();
 
+/// Every listener's counters, in config order; a reload that adds or removes listeners
+/// replaces the list.
+pub type ListenerList = arc_swap::ArcSwap<Vec<std::sync::Arc<ListenerStats>>>;
+
 /// One listener's counters. Lives as long as the process (a listener's figures are never
 /// reset), shared by its sockets in every worker.
 #[derive(Debug)]

@@ -1,5 +1,5 @@
-//! Process signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads certificates and the
-//! policy.
+//! Process signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads the config, the
+//! certificates and the policy.
 
 use crate::Running;
 
@@ -30,10 +30,9 @@ impl StopSignals {
         }
     }
 
-    /// Waits for SIGINT or SIGTERM. On SIGHUP reloads certificates and the policy module, with
-    /// the `[[pool]]` and `[policy]` tables re-read from `config` when given (other sections need
-    /// a restart),
-    /// and keeps waiting.
+    /// Waits for SIGINT or SIGTERM. On SIGHUP reloads the whole `config` when given
+    /// ([`Running::reload`]), re-reads the certificates and reloads the policy module, and
+    /// keeps waiting.
     pub async fn wait(&mut self, running: &Running, config: Option<&std::path::Path>) {
         let Some((term, int, hup)) = &mut self.0 else {
             return std::future::pending().await;
@@ -43,31 +42,33 @@ impl StopSignals {
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down gracefully"); return }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down gracefully"); return }
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading certificates and policy");
-                    let _ = running.reload_certificates();
-                    let policy = match config.map(crate::config::Config::load) {
-                        None => None,
-                        Some(Ok(c)) => {
-                            running.count_config_reload(true);
-                            match running.reload_pools(&c) {
-                                Ok(()) => tracing::info!(pools = c.pools.len(), "pools reloaded"),
-                                Err(e) => tracing::error!(error = %e, "pools not reloaded"),
-                            }
-                            if c.cache.as_ref() != running.cache().map(|k| &k.config) {
-                                tracing::warn!("[cache] changed: cache settings take effect at the next restart");
-                            }
-                            Some(c.policy)
-                        }
-                        Some(Err(e)) => {
-                            running.count_config_reload(false);
-                            tracing::error!(error = %e, "config not reloaded; keeping pools and policy");
-                            continue;
-                        }
-                    };
-                    // Failures are logged by the runtime; the active revision keeps serving.
-                    let _ = running.reload_policy(policy).await;
+                    tracing::info!("SIGHUP: reloading");
+                    reload(running, config).await;
                 }
             }
         }
     }
+}
+
+/// One SIGHUP. A config that cannot be read or applied is refused with its reason (logged and
+/// counted) and nothing changes; certificates are re-read either way, since rotating them on
+/// disk and sending SIGHUP is the usual way to renew them.
+async fn reload(running: &Running, config: Option<&std::path::Path>) {
+    let Some(path) = config else {
+        let _ = running.reload_certificates();
+        let _ = running.reload_policy(None).await;
+        return;
+    };
+    match crate::config::Config::load(path) {
+        Err(e) => {
+            running.count_config_reload(false);
+            tracing::error!(error = %e, "config not reloaded; the one in force keeps serving");
+        }
+        Ok(c) => {
+            if let Err(e) = running.reload(c).await {
+                tracing::error!(error = %e, "config not reloaded; the one in force keeps serving");
+            }
+        }
+    }
+    let _ = running.reload_certificates();
 }

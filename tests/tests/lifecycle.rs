@@ -1,6 +1,7 @@
 //! Connection and process lifecycle: graceful shutdown (drain, refusing new connections,
 //! `Drained` vs `TimedOut`), the client idle and header timeouts, and certificate reload (file
-//! watcher and API) without disturbing established TLS connections.
+//! watcher and API) without disturbing established TLS connections, and whole-config reloads
+//! (listeners, settings, TLS, pools) that close nothing and change nothing when refused.
 
 use sluice_tests::sluice::ShutdownOutcome;
 use sluice_tests::*;
@@ -313,4 +314,170 @@ async fn failed_certificate_reload_keeps_the_current_certificate() {
     a.write_to(&a.cert, &a.key);
     proxy.running.reload_certificates().unwrap();
     assert!(*proxy.running.certificate_reloads().borrow() > before);
+}
+
+/// Applies `text` as a reloaded config.
+async fn reload(
+    running: &sluice_tests::sluice::Running,
+    text: &str,
+) -> Result<sluice_tests::sluice::Reloaded, sluice_tests::sluice::ReloadError> {
+    let config = sluice_tests::sluice::config::Config::parse(text, "(reload)", ".".as_ref())
+        .unwrap_or_else(|e| panic!("reload config invalid: {e}\n{text}"));
+    running.reload(config).await
+}
+
+async fn origin_of(c: &mut H1) -> String {
+    let resp = guarded("request", c.send_request(get("/", "localhost")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    header(&resp, "x-origin").unwrap().to_string()
+}
+
+/// A reload adds, removes and moves listeners and changes pools, in both runtime modes. The
+/// listener that stays keeps its socket (same port); connections accepted by a removed
+/// listener go on; its address stops accepting.
+#[tokio::test]
+async fn a_config_reload_adds_removes_and_moves_listeners_without_closing_connections() {
+    for mode in ["per-core", "shared"] {
+        let (a, b) = (Origin::echo("a").await, Origin::echo("b").await);
+        let runtime = format!("[runtime]\nmode = \"{mode}\"\n");
+        let listener = |name: &str, addr: &str| {
+            format!("[[listener]]\nname = \"{name}\"\naddress = \"{addr}\"\n")
+        };
+        let before = ProxyBuilder::for_origin(&a)
+            .toml(&runtime)
+            .toml(&listener("old", "127.0.0.1:0"))
+            .toml(&listener("moving", "127.0.0.1:0"));
+        let proxy = before.start().await;
+        let running = &proxy.running;
+        let (old, moving) = (
+            running.addr("old").unwrap(),
+            running.addr("moving").unwrap(),
+        );
+        let mut on_http = h1(proxy.http).await;
+        let mut on_old = h1(old).await;
+        assert_eq!(origin_of(&mut on_http).await, "a");
+        assert_eq!(origin_of(&mut on_old).await, "a");
+
+        let after = ProxyBuilder::for_origin(&b)
+            .toml(&runtime)
+            .toml(&listener("moving", "127.0.0.2:0"))
+            .toml(&listener("new", "127.0.0.1:0"))
+            .config_text();
+        let done = reload(running, &after).await.expect("reload applies");
+        assert_eq!(done.listeners.added, ["moving", "new"], "{mode}");
+        assert_eq!(done.listeners.removed, ["old", "moving"], "{mode}");
+        assert!(done.need_restart.is_empty(), "{:?}", done.need_restart);
+
+        assert_eq!(running.addr("http"), Some(proxy.http), "{mode}: kept");
+        assert_eq!(running.addr("old"), None);
+        let moved = running.addr("moving").unwrap();
+        assert_eq!(moved.ip().to_string(), "127.0.0.2");
+        // Open connections go on, and see the new pools.
+        assert_eq!(origin_of(&mut on_http).await, "b", "{mode}");
+        assert_eq!(origin_of(&mut on_old).await, "b", "{mode}");
+        // New ones reach every listener of the new config at once, and none of the old.
+        for addr in [proxy.http, moved, running.addr("new").unwrap()] {
+            assert_eq!(origin_of(&mut h1(addr).await).await, "b", "{mode} {addr}");
+        }
+        for addr in [old, moving] {
+            let refused = TcpStream::connect(addr).await;
+            assert!(refused.is_err(), "{mode}: {addr} still accepts");
+        }
+        assert_eq!(running.listeners().len(), 3);
+    }
+}
+
+/// A reload that cannot bind one listener changes nothing: not the listeners, not the pools,
+/// not the settings; it is refused with the reason and counted.
+#[tokio::test]
+async fn a_reload_that_cannot_bind_changes_nothing() {
+    let (a, b) = (Origin::echo("a").await, Origin::echo("b").await);
+    let proxy = ProxyBuilder::for_origin(&a).admin(None).start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let text = ProxyBuilder::for_origin(&b)
+        .admin(None)
+        .toml(&format!(
+            "[[listener]]\nname = \"busy\"\naddress = \"{busy}\"\n"
+        ))
+        .config_text();
+    let err = reload(&proxy.running, &text).await.unwrap_err().to_string();
+    assert!(
+        err.contains("listener \"busy\"") && err.contains(&busy.to_string()),
+        "{err}"
+    );
+    assert_eq!(proxy.running.listeners().len(), 1);
+    assert_eq!(origin_of(&mut h1(proxy.http).await).await, "a");
+    let metrics = metrics_text(proxy.admin.unwrap()).await;
+    assert!(
+        metrics.contains("sluice_reloads_total{what=\"config\",outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+
+    // Once the address is free the same reload goes through.
+    drop(taken);
+    reload(&proxy.running, &text).await.unwrap();
+    assert_eq!(origin_of(&mut h1(busy).await).await, "b");
+}
+
+/// Settings apply to connections accepted after the reload; an open connection keeps the ones
+/// it started with. A listener's TLS change applies to the next handshakes.
+#[tokio::test]
+async fn reloaded_settings_apply_to_new_connections_and_tls_to_new_handshakes() {
+    let certs = Certs::new();
+    let (one, two) = (
+        certs.issue("one", &["localhost"]),
+        certs.issue("two", &["localhost"]),
+    );
+    let origin = Origin::echo("a").await;
+    let config = |leaf: &Leaf, via: &str, capacity: &str| {
+        ProxyBuilder::for_origin(&origin)
+            .tls(&[leaf])
+            .toml(&format!("[proxy]\nvia_name = \"{via}\"\n"))
+            .toml(&format!("[cache]\ncapacity = \"{capacity}\"\n"))
+    };
+    let proxy = config(&one, "one", "8 MiB").start().await;
+    let https = proxy.https.unwrap();
+    let via = |resp: &http::Response<hyper::body::Incoming>| {
+        echoed(resp, "via").unwrap_or_default().to_string()
+    };
+    let mut early = h1(proxy.http).await;
+    let resp = send(&mut early, get("/", "localhost")).await;
+    assert_eq!(via(&resp), "1.1 one");
+    let (der, mut early_tls) = tls_client(&certs, https).await;
+    assert_eq!(der, one.der());
+
+    let done = reload(&proxy.running, &config(&two, "two", "4 MiB").config_text())
+        .await
+        .unwrap();
+    assert_eq!(done.listeners.tls_changed, ["https"]);
+    assert!(done.listeners.added.is_empty() && done.listeners.removed.is_empty());
+    assert_eq!(proxy.running.addr("https"), Some(https));
+
+    let resp = send(&mut h1(proxy.http).await, get("/", "localhost")).await;
+    assert_eq!(
+        via(&resp),
+        "1.1 two",
+        "a new connection has the new settings"
+    );
+    let resp = send(&mut early, get("/", "localhost")).await;
+    assert_eq!(via(&resp), "1.1 one", "an open one keeps its own");
+    let (der, _) = tls_client(&certs, https).await;
+    assert_eq!(der, two.der());
+    get_ok(&mut early_tls).await;
+    let cache = proxy.running.cache().unwrap();
+    assert_eq!(cache.config().capacity, 4 << 20);
+
+    // Removing `[cache]` needs a restart, and says so.
+    let text = ProxyBuilder::for_origin(&origin).tls(&[&two]).config_text();
+    let done = reload(&proxy.running, &text).await.unwrap();
+    assert_eq!(done.need_restart, ["[cache] (on or off)"]);
+}
+
+async fn metrics_text(admin: std::net::SocketAddr) -> String {
+    let resp = send(&mut h1(admin).await, get("/metrics", "admin")).await;
+    assert_eq!(resp.status(), 200);
+    String::from_utf8(body_bytes(resp).await.to_vec()).unwrap()
 }

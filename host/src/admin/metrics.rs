@@ -122,7 +122,7 @@ fn enc_listeners(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
     let mut requests = Vec::new();
     let (mut accepted, mut open, mut tls, mut tls_failed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for l in &s.listeners {
+    for l in s.listeners.load().iter() {
         let name = &*l.name;
         for (p, protocol) in PROTOCOLS.iter().enumerate() {
             for (m, method) in METHODS.iter().enumerate() {

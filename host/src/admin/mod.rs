@@ -41,7 +41,8 @@ pub struct AdminState {
     pub policy: Arc<PolicyRuntime>,
     pub pools: Arc<PoolTable>,
     pub cache: Option<Arc<Cache>>,
-    pub listeners: Vec<Arc<crate::metrics::ListenerStats>>,
+    /// The listeners' counters, replaced when a reload adds or removes listeners.
+    pub listeners: Arc<crate::metrics::ListenerList>,
     pub reloads: Arc<crate::metrics::Reloads>,
     pub access_log: Option<Arc<crate::logging::AccessLog>>,
     /// The status page's ring of samples.
@@ -53,7 +54,7 @@ impl AdminState {
         policy: Arc<PolicyRuntime>,
         pools: Arc<PoolTable>,
         cache: Option<Arc<Cache>>,
-        listeners: Vec<Arc<crate::metrics::ListenerStats>>,
+        listeners: Arc<crate::metrics::ListenerList>,
         reloads: Arc<crate::metrics::Reloads>,
         access_log: Option<Arc<crate::logging::AccessLog>>,
     ) -> AdminState {

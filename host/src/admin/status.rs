@@ -81,7 +81,7 @@ fn millis(t: SystemTime) -> u64 {
 /// Requests and 5xx responses over every listener.
 fn totals(state: &AdminState) -> (u64, u64) {
     let (mut all, mut errors) = (0, 0);
-    for l in &state.listeners {
+    for l in state.listeners.load().iter() {
         let by_class = l.by_class();
         all += by_class.iter().sum::<u64>();
         errors += by_class[4];
@@ -112,6 +112,7 @@ pub fn json(state: &AdminState, history: &History) -> serde_json::Value {
     use serde_json::json;
     let listeners: Vec<_> = state
         .listeners
+        .load()
         .iter()
         .map(|l| {
             let by_class = l.by_class();

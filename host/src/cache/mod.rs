@@ -222,13 +222,14 @@ pub struct Cache {
     evictions: Arc<AtomicU64>,
     index: Arc<Index>,
     pub stats: Stats,
-    pub config: CacheConfig,
+    /// Replaced by config reloads ([`Cache::reconfigure`]).
+    config: arc_swap::ArcSwap<CacheConfig>,
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("config", &self.config)
+            .field("config", &self.config())
             .finish()
     }
 }
@@ -268,8 +269,22 @@ impl Cache {
             evictions,
             index,
             stats: Stats::default(),
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
         }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> arc_swap::Guard<Arc<CacheConfig>> {
+        self.config.load()
+    }
+
+    /// Applies a reloaded `[cache]`: a smaller capacity evicts down to it at once; the other
+    /// settings apply to the next lookups and stores. What is stored stays.
+    pub fn reconfigure(&self, config: CacheConfig) {
+        if config.capacity != self.config().capacity {
+            self.store.set_capacity(config.capacity);
+        }
+        self.config.store(Arc::new(config));
     }
 
     /// Finds the stored response `request_headers` select under `key`.
@@ -354,7 +369,7 @@ impl Cache {
     /// Remembers that `key`'s response was not storable, so requests for it stop waiting on
     /// each other. Never replaces stored objects (another variant may still be good).
     pub fn mark_uncacheable(&self, key: &[u8]) {
-        if self.config.hit_for_miss.is_zero() {
+        if self.config().hit_for_miss.is_zero() {
             return;
         }
         let now = Instant::now();
@@ -362,12 +377,12 @@ impl Cache {
             Some(Entry::Objects(_)) => return,
             // Renewed once half its window has gone, not on every response: the requests it
             // lets through cost a store write (a shard's write lock) and a key copy each.
-            Some(Entry::Uncacheable(until)) if until > now + self.config.hit_for_miss / 2 => {
+            Some(Entry::Uncacheable(until)) if until > now + self.config().hit_for_miss / 2 => {
                 return;
             }
             _ => {}
         }
-        let until = now + self.config.hit_for_miss;
+        let until = now + self.config().hit_for_miss;
         self.store
             .insert(Bytes::copy_from_slice(key), Entry::Uncacheable(until));
     }
@@ -397,7 +412,7 @@ impl Cache {
     /// `coalesce_timeout`.
     pub async fn wait(&self, mut rx: Flight, stream: bool) -> Waited {
         bump(&self.stats.coalesced_waits);
-        let waited = tokio::time::timeout(self.config.coalesce_timeout, async {
+        let waited = tokio::time::timeout(self.config().coalesce_timeout, async {
             loop {
                 if let Some(s) = rx.borrow_and_update().as_ref().filter(|_| stream) {
                     return Waited::Streaming(s.clone());
@@ -555,7 +570,7 @@ impl Cache {
             "entries": self.store.len(),
             "tags": self.index.tags(),
             "bytes": self.store.weight(),
-            "capacity": self.config.capacity,
+            "capacity": self.config().capacity,
             "hits": g(&s.hits),
             "misses": g(&s.misses),
             "stale_served": g(&s.stale_served),
@@ -695,7 +710,7 @@ impl Fill {
     ) -> Fill {
         let meta = Arc::new(meta);
         let streaming = match (&leader, length) {
-            (Some(leader), Some(length)) if length <= cache.config.max_object_size => {
+            (Some(leader), Some(length)) if length <= cache.config().max_object_size => {
                 let s = Arc::new(Streaming {
                     meta: meta.clone(),
                     length,
@@ -737,7 +752,7 @@ impl Fill {
             self.chunks = Vec::new();
             return;
         }
-        if self.size > self.cache.config.max_object_size {
+        if self.size > self.cache.config().max_object_size {
             // Too large after all (no or a wrong Content-Length): pass it through.
             self.meta = None;
             self.chunks = Vec::new();

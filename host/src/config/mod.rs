@@ -36,21 +36,21 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub tls: Option<ListenerTls>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
     pub certificates: Vec<CertificateConfig>,
     /// Index into `certificates` used when the client sends no SNI or an unknown name.
     pub default_certificate: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CertificateConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -322,7 +322,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
     pub token: Option<String>,
@@ -361,7 +361,7 @@ impl Default for RuntimeConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// A `tracing` filter directive such as `info` or `sluice=debug,warn`.
     pub level: String,

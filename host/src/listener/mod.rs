@@ -4,6 +4,7 @@
 pub mod h2guard;
 pub mod linger;
 pub mod reload;
+pub mod set;
 pub mod tls;
 pub mod workers;
 
@@ -14,6 +15,7 @@ use crate::metrics::ListenerStats;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::upstream::body::BoxError;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use h2guard::H2Guard;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -59,16 +61,36 @@ pub fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> 
 
 /// What every connection of every listener shares.
 pub struct Shared {
-    pub proxy: Arc<Proxy>,
-    pub timeouts: Timeouts,
-    /// `limits.max_connections` across all listeners.
+    /// What a config reload replaces. A connection loads it once when accepted and keeps it
+    /// for its life, so a reload never changes the rules under a request in flight.
+    settings: ArcSwap<Settings>,
+    /// `limits.max_connections` across all listeners (resized by reloads, see
+    /// [`Shared::reconfigure`]).
     pub connections: Arc<Semaphore>,
+    max_connections: std::sync::Mutex<usize>,
     /// Bounds how many over-limit connections we spend effort rejecting politely.
     rejecting: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub drain: mpsc::Sender<()>,
     pub accepted: Arc<Accepted>,
+}
+
+/// The reloadable part of [`Shared`]: the proxy (with its `[proxy]`, `[timeouts]` and
+/// `[limits]` settings) and the HTTP builders made from the limits.
+pub struct Settings {
+    pub proxy: Arc<Proxy>,
+    pub timeouts: Timeouts,
     builders: Builders,
+}
+
+impl Settings {
+    pub fn new(proxy: Arc<Proxy>, timeouts: Timeouts, limits: &Limits) -> Settings {
+        Settings {
+            proxy,
+            timeouts,
+            builders: Builders::new(limits),
+        }
+    }
 }
 
 struct Builders {
@@ -117,23 +139,58 @@ impl Builders {
 
 impl Shared {
     pub fn new(
-        proxy: Arc<Proxy>,
-        timeouts: Timeouts,
-        limits: Limits,
+        settings: Settings,
+        max_connections: usize,
         shutdown: watch::Receiver<bool>,
         drain: mpsc::Sender<()>,
         workers: usize,
     ) -> Self {
         Shared {
-            proxy,
-            timeouts,
-            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            settings: ArcSwap::from_pointee(settings),
+            connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections: std::sync::Mutex::new(max_connections),
             rejecting: Arc::new(Semaphore::new(1024)),
             shutdown,
             drain,
             accepted: Arc::new(Accepted((0..=workers).map(|_| AtomicU64::new(0)).collect())),
-            builders: Builders::new(&limits),
         }
+    }
+
+    /// The settings new connections get.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Applies a reloaded config to connections accepted from now on, and resizes the
+    /// connection limit ([`resize`]: no open connection is cut).
+    pub fn reconfigure(&self, settings: Settings, max_connections: usize) {
+        self.settings.store(Arc::new(settings));
+        let mut current = self
+            .max_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        resize(&self.connections, *current, max_connections);
+        *current = max_connections;
+    }
+}
+
+/// Changes a semaphore of `from` permits in all to `to`. A smaller size takes the difference
+/// out of the free permits now and, for the rest, out of permits as they are released: a
+/// waiter gets released permits before anyone else (tokio's semaphore is fair), so the limit
+/// holds from the moment the held permits are back to `to`, without taking any away.
+fn resize(semaphore: &Arc<Semaphore>, from: usize, to: usize) {
+    if to >= from {
+        semaphore.add_permits(to - from);
+        return;
+    }
+    let owed = (from - to) - semaphore.forget_permits(from - to);
+    if owed > 0 {
+        let semaphore = semaphore.clone();
+        tokio::spawn(async move {
+            if let Ok(p) = semaphore.acquire_many_owned(owed as u32).await {
+                p.forget();
+            }
+        });
     }
 }
 
@@ -157,50 +214,87 @@ impl Accepted {
     }
 }
 
-/// One bound listener ready to run.
-pub struct Listener {
+/// A configured listener as its accept loops see it (one loop, or one per worker in per-core
+/// mode). A reload that keeps the listener's address keeps its sockets and this state, and may
+/// swap its TLS settings; one that removes or moves it stops its loops.
+pub struct ListenerState {
     /// Its name and counters.
     pub stats: Arc<ListenerStats>,
+    tls: ArcSwapOption<TlsAcceptor>,
+    stop: watch::Sender<bool>,
+}
+
+impl ListenerState {
+    pub fn new(stats: Arc<ListenerStats>, tls: Option<TlsAcceptor>) -> Arc<ListenerState> {
+        Arc::new(ListenerState {
+            stats,
+            tls: ArcSwapOption::from(tls.map(Arc::new)),
+            stop: watch::Sender::new(false),
+        })
+    }
+
+    /// TLS for the connections it accepts from now on (`None`: cleartext).
+    pub fn set_tls(&self, tls: Option<TlsAcceptor>) {
+        self.tls.store(tls.map(Arc::new));
+    }
+
+    /// Stops accepting: the listening sockets close when their loops end; connections
+    /// already accepted go on.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// One listening socket of a listener, ready to run.
+pub struct Listener {
+    pub state: Arc<ListenerState>,
     pub tcp: TcpListener,
-    pub tls: Option<TlsAcceptor>,
 }
 
 impl Listener {
-    pub fn new(stats: Arc<ListenerStats>, tcp: TcpListener, tls: Option<TlsAcceptor>) -> Self {
-        Listener { stats, tcp, tls }
+    pub fn new(state: Arc<ListenerState>, tcp: TcpListener) -> Self {
+        Listener { state, tcp }
     }
 
-    /// Accepts until shutdown is signalled.
+    /// Accepts until shutdown or [`ListenerState::stop`].
     pub async fn run(self, shared: Arc<Shared>) {
         let mut shutdown = shared.shutdown.clone();
+        let mut stop = self.state.stop.subscribe();
+        let stats = &self.state.stats;
         loop {
+            if *stop.borrow_and_update() {
+                break;
+            }
             let accepted = tokio::select! {
                 r = self.tcp.accept() => r,
                 _ = shutdown.changed() => break,
+                _ = stop.changed() => continue,
             };
             let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %self.stats.name, error = %e, "accept failed");
+                    tracing::warn!(listener = %stats.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             shared.accepted.count();
-            self.stats.accepted();
+            stats.accepted();
+            let tls = self.state.tls.load_full();
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
                 // Not served: it never counts as open.
-                self.stats.closed();
-                reject_overloaded(stream, self.tls.is_some(), &shared);
+                stats.closed();
+                reject_overloaded(stream, tls.is_some(), &shared);
                 continue;
             };
             let shared = shared.clone();
-            let tls = self.tls.clone();
-            let stats = self.stats.clone();
+            let stats = stats.clone();
             tokio::spawn(async move {
                 let _closed = Closed(&stats);
-                if let Err(e) = serve(stream, peer, permit, tls, &stats, &shared).await {
+                let settings = shared.settings();
+                let tls = tls.as_deref();
+                if let Err(e) = serve(stream, peer, permit, tls, &stats, &shared, &settings).await {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                 }
             });
@@ -250,16 +344,17 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
-    tls: Option<TlsAcceptor>,
+    tls: Option<&TlsAcceptor>,
     listener: &Arc<ListenerStats>,
     shared: &Shared,
+    settings: &Settings,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let activity = Activity::new(shared.drain.clone());
     let stream = Lingering::new(
         stream,
         LingerCfg {
-            time: shared.timeouts.lingering,
+            time: settings.timeouts.lingering,
             shutdown: shared.shutdown.clone(),
             permit,
             activity: activity.clone(),
@@ -272,13 +367,16 @@ async fn serve(
             // HTTP/1.1 or prior-knowledge h2: the guard watches only the latter.
             let guard = H2Guard::new(Tracked::new(stream, activity.clone()), false, activity);
             let io = TokioIo::new(guard);
-            let svc = proxy_service(shared, &info);
-            let conn = shared.builders.auto.serve_connection_with_upgrades(io, svc);
-            serve_http(info, shared, conn).await;
+            let svc = proxy_service(settings, &info);
+            let conn = settings
+                .builders
+                .auto
+                .serve_connection_with_upgrades(io, svc);
+            serve_http(info, shared, settings, conn).await;
         }
         Some(acceptor) => {
             let handshake =
-                tokio::time::timeout(shared.timeouts.client_header, acceptor.accept(stream));
+                tokio::time::timeout(settings.timeouts.client_header, acceptor.accept(stream));
             let tls = handshake
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
@@ -296,14 +394,14 @@ async fn serve(
             let listener = listener.clone();
             let info = Arc::new(ConnInfo::new(peer, true, sni, listener, activity.clone()));
             let io = Tracked::new(tls, activity);
-            let (b, svc) = (&shared.builders, proxy_service(shared, &info));
+            let (b, svc) = (&settings.builders, proxy_service(settings, &info));
             if h2 {
                 let io = TokioIo::new(H2Guard::new(io, true, info.activity.clone()));
-                serve_http(info, shared, b.h2.serve_connection(io, svc)).await;
+                serve_http(info, shared, settings, b.h2.serve_connection(io, svc)).await;
             } else {
                 let io = TokioIo::new(io);
                 let conn = b.h1.serve_connection(io, svc).with_upgrades();
-                serve_http(info, shared, conn).await;
+                serve_http(info, shared, settings, conn).await;
             }
         }
     }
@@ -373,7 +471,7 @@ use crate::activity::Tracked;
 
 /// The proxy as hyper's service for one client connection.
 fn proxy_service(
-    shared: &Shared,
+    settings: &Settings,
     info: &Arc<ConnInfo>,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
@@ -383,7 +481,7 @@ fn proxy_service(
 > + Clone
 + Send
 + 'static {
-    let (proxy, info) = (shared.proxy.clone(), info.clone());
+    let (proxy, info) = (settings.proxy.clone(), info.clone());
     hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
         let info = info.clone();
@@ -393,13 +491,21 @@ fn proxy_service(
 
 /// Drives one served connection until it ends, the proxy shuts down (graceful close) or the
 /// watchdog finds it idle or stuck in a request head.
-async fn serve_http<C: Graceful>(info: Arc<ConnInfo>, shared: &Shared, conn: C) {
+async fn serve_http<C: Graceful>(
+    info: Arc<ConnInfo>,
+    shared: &Shared,
+    settings: &Settings,
+    conn: C,
+) {
     let activity = info.activity.clone();
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     let shutdown = shutdown.changed();
     tokio::pin!(shutdown);
-    let (header, idle) = (shared.timeouts.client_header, shared.timeouts.client_idle);
+    let (header, idle) = (
+        settings.timeouts.client_header,
+        settings.timeouts.client_idle,
+    );
     // One timer for the connection's life, moved as deadlines change (not one per wake-up).
     let watchdog = tokio::time::sleep(header.min(idle));
     tokio::pin!(watchdog);
@@ -432,5 +538,37 @@ async fn serve_http<C: Graceful>(info: Arc<ConnInfo>, shared: &Shared, conn: C) 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_smaller_connection_limit_waits_for_held_slots() {
+        let sem = Arc::new(Semaphore::new(4));
+        let held: Vec<_> = (0..3)
+            .map(|_| sem.clone().try_acquire_owned().unwrap())
+            .collect();
+        // 3 held, 1 free; down to 2: the free one goes now, one more when released.
+        resize(&sem, 4, 2);
+        assert_eq!(sem.available_permits(), 0);
+        // Let the task that waits for the other one queue up.
+        tokio::task::yield_now().await;
+        let mut held = held.into_iter();
+        drop(held.next());
+        assert_eq!(
+            sem.available_permits(),
+            0,
+            "the first one back is taken away"
+        );
+        drop(held.next());
+        assert_eq!(sem.available_permits(), 1);
+        drop(held);
+        assert_eq!(sem.available_permits(), 2);
+        // Growing adds at once.
+        resize(&sem, 2, 5);
+        assert_eq!(sem.available_permits(), 5);
     }
 }

@@ -43,6 +43,13 @@ impl CertReloader {
         reload_all(&self.resolvers, &self.reloads)
     }
 
+    /// Takes over a new set of resolvers (after a config reload changed the listeners) and
+    /// watches their directories instead; the counts go on.
+    pub fn replace(&mut self, resolvers: Vec<Arc<CertResolver>>) {
+        self._watcher = watch_certificates(&resolvers, self.reloads.clone());
+        self.resolvers = resolvers;
+    }
+
     /// Counts successful reloads.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.reloads.done.subscribe()

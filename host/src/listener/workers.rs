@@ -7,35 +7,48 @@
 //! Everything else (admin API, health checks, reloads, idle sweeps, signals) stays on the
 //! process's main runtime.
 
-use super::{BACKLOG, Listener, Shared};
+use super::{Listener, ListenerState, Shared};
 use std::io;
 use std::sync::Arc;
-use tokio::net::TcpSocket;
-use tokio::sync::{oneshot, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// A listener's socket for one worker: bound, not yet listening (it is registered with the
-/// worker's own reactor when the worker calls listen).
+/// A listener's socket for one worker: listening, not yet registered with a reactor (the
+/// worker registers it with its own).
 pub struct Bound {
-    pub stats: Arc<crate::metrics::ListenerStats>,
-    pub socket: TcpSocket,
-    pub tls: Option<TlsAcceptor>,
+    pub state: Arc<ListenerState>,
+    pub listener: std::net::TcpListener,
 }
 
 /// The running workers. Dropping this stops them: their runtimes end, and with them every
 /// connection still open on them.
 pub struct Workers {
     _stop: watch::Sender<()>,
+    /// Each worker's queue of listeners to accept on.
+    add: Vec<mpsc::UnboundedSender<Bound>>,
 }
 
-/// Starts one thread per element of `per_worker` (the sockets worker `i` serves) and waits
-/// until every worker listens.
-pub async fn start(per_worker: Vec<Vec<Bound>>, shared: Arc<Shared>) -> io::Result<Workers> {
+impl Workers {
+    /// Hands worker `i` the `i`-th socket of a listener (one per worker).
+    pub fn add(&self, sockets: Vec<Bound>) {
+        for (tx, b) in self.add.iter().zip(sockets) {
+            // A worker that ended is gone with its runtime; nothing to hand over.
+            let _ = tx.send(b);
+        }
+    }
+}
+
+/// Starts `count` worker threads and waits until each runs; listeners reach them through
+/// [`Workers::add`].
+pub async fn start(count: usize, shared: Arc<Shared>) -> io::Result<Workers> {
     let (stop, stopped) = watch::channel(());
     let mut ready = Vec::new();
-    for (index, sockets) in per_worker.into_iter().enumerate() {
+    let mut add = Vec::new();
+    for index in 0..count {
         let (tx, rx) = oneshot::channel();
         ready.push(rx);
+        let (add_tx, mut added) = mpsc::unbounded_channel::<Bound>();
+        add.push(add_tx);
         let (shared, mut stopped) = (shared.clone(), stopped.clone());
         std::thread::Builder::new()
             .name(format!("sluice-worker-{index}"))
@@ -52,26 +65,27 @@ pub async fn start(per_worker: Vec<Vec<Bound>>, shared: Arc<Shared>) -> io::Resu
                 };
                 crate::worker::enter(index);
                 rt.block_on(async move {
-                    let mut listeners = Vec::new();
-                    for b in sockets {
-                        match b.socket.listen(BACKLOG) {
-                            Ok(tcp) => listeners.push(Listener {
-                                stats: b.stats,
-                                tcp,
-                                tls: b.tls,
-                            }),
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
-                            }
+                    let _ = tx.send(Ok(()));
+                    // Holding `shared` holds a drain sender: let go of it at shutdown, or a
+                    // graceful shutdown would wait for this loop.
+                    let mut shutdown = shared.shutdown.clone();
+                    loop {
+                        tokio::select! {
+                            // Resolves (with an error) when `Workers` is dropped.
+                            _ = stopped.changed() => return,
+                            _ = shutdown.changed() => break,
+                            Some(b) = added.recv() => match TcpListener::from_std(b.listener) {
+                                Ok(tcp) => {
+                                    tokio::spawn(Listener::new(b.state, tcp).run(shared.clone()));
+                                }
+                                Err(e) => tracing::error!(
+                                    listener = %b.state.stats.name, worker = index, error = %e,
+                                    "cannot accept on a listener's socket"
+                                ),
+                            },
                         }
                     }
-                    let _ = tx.send(Ok(()));
-                    for l in listeners {
-                        tokio::spawn(l.run(shared.clone()));
-                    }
-                    drop(shared);
-                    // Resolves (with an error) when `Workers` is dropped.
+                    drop((shared, added));
                     let _ = stopped.changed().await;
                 });
             })?;
@@ -81,5 +95,5 @@ pub async fn start(per_worker: Vec<Vec<Bound>>, shared: Arc<Shared>) -> io::Resu
         rx.await
             .map_err(|_| io::Error::other("a worker thread ended while starting"))??;
     }
-    Ok(Workers { _stop: stop })
+    Ok(Workers { _stop: stop, add })
 }

@@ -369,7 +369,7 @@ impl Proxy {
             // response if that is the answer); a HEAD that is not converted into a GET stores
             // nothing, but a 200 to it may update what is stored (RFC 9111 §4.3.5), so it
             // takes the stored response along.
-            if ranged || (head && !c.cache.config.convert_head) {
+            if ranged || (head && !c.cache.config().convert_head) {
                 let obj = obj.filter(|_| head);
                 return self.fetch(&c, &out, req, obj, None, st, keep).await;
             }
@@ -465,16 +465,16 @@ impl Proxy {
     /// The cache's own fields on a response to the client: `Cache-Status`, `X-Cache`; and the
     /// targeted fields go unless `forward_targeted`.
     fn mark(&self, c: &CacheRequest, h: &mut HeaderMap, st: Status, from_store: bool) {
-        if !c.cache.config.forward_targeted {
-            for name in &c.cache.config.targeted {
+        if !c.cache.config().forward_targeted {
+            for name in &c.cache.config().targeted {
                 h.remove(name);
             }
         }
         h.insert(
             HeaderName::from_static("cache-status"),
-            st.render(&c.cache.config.name),
+            st.render(&c.cache.config().name),
         );
-        if c.cache.config.x_cache {
+        if c.cache.config().x_cache {
             h.insert(
                 HeaderName::from_static("x-cache"),
                 HeaderValue::from_static(if from_store { "HIT" } else { "MISS" }),
@@ -542,7 +542,7 @@ impl Proxy {
             Ok(a) => a,
             Err(e) => {
                 let stale = validating.and_then(|o| {
-                    let rule = stale_for_error(&o, &c.facts.directives, &c.cache.config, now)?;
+                    let rule = stale_for_error(&o, &c.facts.directives, &c.cache.config(), now)?;
                     Some((o, rule))
                 });
                 if let Some((obj, rule)) = stale.filter(|_| e.side != Side::Client) {
@@ -569,7 +569,7 @@ impl Proxy {
                     answer.response.headers(),
                     c.policy.ttl_secs,
                     when,
-                    &c.cache.config,
+                    &c.cache.config(),
                 );
                 let fresh = c.cache.insert(
                     c.key.clone(),
@@ -582,9 +582,9 @@ impl Proxy {
                 return Ok((self.serve(c, out, &client, &fresh, st, true), None));
             }
             let rule = is_error_status(status)
-                .then(|| stale_for_error(obj, &c.facts.directives, &c.cache.config, now))
+                .then(|| stale_for_error(obj, &c.facts.directives, &c.cache.config(), now))
                 .flatten()
-                .filter(|r| *r == "stale-if-error" || c.cache.config.stale_on_5xx);
+                .filter(|r| *r == "stale-if-error" || c.cache.config().stale_on_5xx);
             if let Some(rule) = rule {
                 bump(&c.cache.stats.stale_served);
                 drop(self.upstream_response(c, out, answer, st, None, &[]));
@@ -613,8 +613,8 @@ impl Proxy {
                 .then(|| partial::storable_range(response))
                 .flatten()
                 .filter(|r| length.is_none_or(|n| n == r.bytes()));
-            let too_large = length.is_some_and(|n| n > c.cache.config.max_object_size)
-                || part.is_some_and(|r| r.complete > c.cache.config.max_object_size);
+            let too_large = length.is_some_and(|n| n > c.cache.config().max_object_size)
+                || part.is_some_and(|r| r.complete > c.cache.config().max_object_size);
             let as_get;
             let facts = if converted {
                 as_get = RequestFacts {
@@ -627,7 +627,7 @@ impl Proxy {
             };
             let cx = Context {
                 request_headers: &request_headers,
-                config: &c.cache.config,
+                config: &c.cache.config(),
             };
             let evaluated = match (keep, part) {
                 (Keep::Part, Some(_)) => {
@@ -701,7 +701,7 @@ impl Proxy {
             .iter()
             .any(|n| head.contains_key(n));
         if proof && agrees(&header::ETAG) && agrees(&header::LAST_MODIFIED) && length_agrees {
-            let meta = Meta::refreshed(obj, head, c.policy.ttl_secs, when, &c.cache.config);
+            let meta = Meta::refreshed(obj, head, c.policy.ttl_secs, when, &c.cache.config());
             if !meta.directives.no_store && !matches!(meta.directives.private, Qualified::All) {
                 c.cache.insert(
                     c.key.clone(),
