@@ -246,7 +246,7 @@ access_log = true
     println!("  curl -s http://{admin}/health");
     println!("  curl -s http://{admin}/policy      # the Wasm policy revision serving requests");
     println!("press Ctrl-C to stop");
-    signals.wait(&running, None).await;
+    signals.wait(&running, None, false).await;
     println!("stopping: {:?}", running.shutdown().await);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -12,6 +12,7 @@ pub mod build;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod filewatch;
 pub mod fuzz;
 pub mod health;
 pub mod listener;
@@ -83,6 +84,8 @@ pub struct Running {
     accepted: Arc<listener::Accepted>,
     /// Reloads of the config and pools (certificates and the policy count their own).
     reloads: Arc<metrics::Reloads>,
+    /// Config reloads applied so far, for those who wait on one.
+    config_reloaded: watch::Sender<u64>,
     /// Per-core mode's worker threads (declared last: they stop after the rest is dropped).
     workers: Option<listener::workers::Workers>,
 }
@@ -266,6 +269,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         cache,
         access_log,
         reloads,
+        config_reloaded: watch::Sender::new(0),
         workers: threads,
     })
 }
@@ -320,6 +324,7 @@ impl Running {
         );
         // Failures are logged by the runtime; the active revision keeps serving.
         let policy = self.reload_policy(Some(config.policy)).await;
+        self.config_reloaded.send_modify(|n| *n += 1);
         Ok(Reloaded {
             listeners,
             need_restart,
@@ -379,6 +384,11 @@ impl Running {
     /// Counts a reload of the config file: read and valid (`ok`), or not.
     pub fn count_config_reload(&self, ok: bool) {
         self.reloads.count(metrics::Reload::Config, ok);
+    }
+
+    /// Counts config reloads that were applied (SIGHUP, file change or [`Running::reload`]).
+    pub fn config_reloads(&self) -> watch::Receiver<u64> {
+        self.config_reloaded.subscribe()
     }
 
     /// Counts successful certificate reloads (SIGHUP, file change or API); tests wait on it.

@@ -33,6 +33,9 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Also reload when the config file changes (as on SIGHUP).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file (read its certificates, compile and rehearse its policy), then
     /// exit.
@@ -158,7 +161,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Run { config } => runtime.block_on(run(config)),
+        Command::Run { config, watch } => runtime.block_on(run(config, watch)),
         Command::Check { config } => check(config),
         Command::Demo { http, https, admin } => {
             runtime.block_on(sluice::demo::run(sluice::demo::DemoOptions {
@@ -177,13 +180,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+async fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {
     let config = sluice::config::Config::load(&path)?;
     sluice::logging::init(&config.log);
     // Installed before binding: from here a SIGTERM is a graceful stop, never a kill.
     let mut signals = sluice::StopSignals::install();
     let running = sluice::start(config).await?;
-    signals.wait(&running, Some(&path)).await;
+    signals.wait(&running, Some(&path), watch).await;
     let outcome = running.shutdown().await;
     tracing::info!(?outcome, "stopped");
     Ok(())

@@ -481,3 +481,39 @@ async fn metrics_text(admin: std::net::SocketAddr) -> String {
     assert_eq!(resp.status(), 200);
     String::from_utf8(body_bytes(resp).await.to_vec()).unwrap()
 }
+
+/// `sluice run --watch`: a change to the config file (written and renamed over, as deploy
+/// tools do) is applied as a SIGHUP would be.
+#[tokio::test]
+async fn a_watched_config_file_is_reloaded_when_it_changes() {
+    let (a, b) = (Origin::echo("a").await, Origin::echo("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let before = ProxyBuilder::for_origin(&a);
+    std::fs::write(&path, before.config_text()).unwrap();
+    let proxy = before.start().await;
+    let mut reloads = proxy.running.config_reloads();
+    let mut signals = sluice_tests::sluice::StopSignals::install();
+    let waiting = signals.wait(&proxy.running, Some(&path), true);
+    tokio::pin!(waiting);
+    let test = async {
+        let after = ProxyBuilder::for_origin(&b)
+            .toml("[[listener]]\nname = \"more\"\naddress = \"127.0.0.1:0\"\n")
+            .config_text();
+        let tmp = dir.path().join("sluice.toml.tmp");
+        std::fs::write(&tmp, after).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        guarded("the watcher reloads", reloads.changed())
+            .await
+            .unwrap();
+        assert_eq!(origin_of(&mut h1(proxy.http).await).await, "b");
+        let more = proxy.running.addr("more").expect("the new listener");
+        assert_eq!(origin_of(&mut h1(more).await).await, "b");
+    };
+    tokio::select! {
+        // Polled first, so the watcher is in place before the file is written.
+        biased;
+        _ = &mut waiting => panic!("wait ended without a signal"),
+        _ = test => {}
+    }
+}

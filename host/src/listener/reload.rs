@@ -7,7 +7,7 @@ use crate::metrics::{Reload, Reloads};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Owns the resolvers of all TLS listeners and the file watcher.
 pub struct CertReloader {
@@ -76,55 +76,15 @@ fn watch_certificates(
     resolvers: &[Arc<CertResolver>],
     reloads: Arc<Tally>,
 ) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
     if resolvers.is_empty() {
         return None;
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch certificate files; reload with SIGHUP");
-            return None;
-        }
-    };
-    let mut dirs: Vec<PathBuf> = resolvers
-        .iter()
-        .flat_map(|r| {
-            r.files()
-                .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for d in &dirs {
-        let d = if d.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            d.clone()
-        };
-        if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %d.display(), error = %e, "cannot watch certificate directory");
-        }
-    }
+    let files: Vec<PathBuf> = resolvers.iter().flat_map(|r| r.files().cloned()).collect();
+    let (watcher, mut changes) = crate::filewatch::watch(&files, false, "certificate files")?;
     let resolvers = resolvers.to_vec();
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: a cert and key are usually written one after the other.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        // Debounce: a cert and key are usually written one after the other.
+        while changes.next(Duration::from_millis(200)).await.is_some() {
             let _ = reload_all(&resolvers, &reloads);
         }
     });

@@ -7,7 +7,6 @@
 use super::PolicyRuntime;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Quiet time after the last change before the file is read.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -15,46 +14,11 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Starts watching the active config's module file, if it has one and `watch` is on. The
 /// returned watcher stops when dropped.
 pub fn watch_module(runtime: &Arc<PolicyRuntime>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
     let file = runtime.watched_file()?;
-    let name = file.file_name()?.to_owned();
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        let Ok(ev) = ev else { return };
-        let relevant = !matches!(ev.kind, notify::EventKind::Access(_))
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()));
-        if relevant {
-            let _ = tx.send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the policy module; reload with SIGHUP or the admin API");
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy module's directory");
-        return None;
-    }
+    let (watcher, mut changes) = crate::filewatch::watch(&[file], true, "policy module")?;
     let weak = Arc::downgrade(runtime);
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while changes.next(DEBOUNCE).await.is_some() {
             let Some(runtime) = weak.upgrade() else {
                 return;
             };
