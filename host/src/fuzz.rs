@@ -178,9 +178,22 @@ pub fn forwarded(data: &[u8]) {
     } else {
         "192.0.2.1".parse().unwrap()
     };
-    let client = crate::proxy::forwarded::admit(&settings, peer, &mut h);
+    // Every other input also takes part in the trace, as with `[otlp]` on.
+    let spans = (data.len() % 3 == 0).then_some(1.0);
+    let client = crate::proxy::forwarded::admit(&settings, peer, &mut h, spans);
     if !client.trusted_peer {
         assert_eq!(client.ip, peer, "an untrusted peer is the client");
+    }
+    if spans.is_some() {
+        let sent = h
+            .get("traceparent")
+            .expect("a participant always sends one");
+        let ids = client
+            .span
+            .map(|s| format!("-{:032x}-{:016x}-", s.trace, s.span));
+        if let Some(ids) = ids {
+            assert!(sent.to_str().unwrap().contains(&ids), "{sent:?}");
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod policy;
 pub mod proxy;
 mod signals;
@@ -78,6 +79,7 @@ pub struct Running {
     health: std::sync::Mutex<health::Monitor>,
     cache: Option<Arc<cache::Cache>>,
     access_log: Option<Arc<logging::AccessLog>>,
+    spans: Option<Arc<otlp::Exporter>>,
     /// The module file being watched and its watcher (replaced when a reload changes the
     /// file or turns watching on or off).
     policy_watcher: std::sync::Mutex<PolicyWatcher>,
@@ -172,12 +174,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ),
             source,
         })?;
+    let spans = config.otlp.as_ref().map(otlp::Exporter::start);
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
         pools.clone(),
         policy.clone(),
         cache.clone(),
         access_log.clone(),
+        spans.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = mpsc::channel(1);
@@ -202,7 +206,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             };
             let tcp = listener::bind(a.address).map_err(bind_err)?;
             let local = tcp.local_addr().map_err(bind_err)?;
-            let state = admin::AdminState::new(
+            let mut state = admin::AdminState::new(
                 policy.clone(),
                 pools.clone(),
                 cache.clone(),
@@ -210,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 reloads.clone(),
                 access_log.clone(),
             );
+            state.spans = spans.clone();
             tokio::spawn(admin::run(
                 tcp,
                 a.clone(),
@@ -268,6 +273,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         health,
         cache,
         access_log,
+        spans,
         reloads,
         config_reloaded: watch::Sender::new(0),
         workers: threads,
@@ -347,6 +353,7 @@ impl Running {
             self.policy.clone(),
             self.cache.clone(),
             self.access_log.clone(),
+            self.spans.clone(),
         ));
         self.shared.reconfigure(
             listener::Settings::new(proxy, config.timeouts, &config.limits),
@@ -376,6 +383,9 @@ impl Running {
         }
         if old.runtime != config.runtime {
             need_restart.push("[runtime]");
+        }
+        if old.otlp != config.otlp {
+            need_restart.push("[otlp]");
         }
         live.config = config.clone();
         Ok((changes, need_restart))

@@ -176,3 +176,152 @@ async fn text_lines_and_an_unopenable_path() {
     assert!(err.contains("/nonexistent/dir/access.log"), "{err}");
     assert!(err.contains("No such file"), "{err}");
 }
+
+/// A stand-in OTLP/HTTP collector: decodes each POSTed batch and passes its spans on.
+async fn collector() -> (
+    Origin,
+    tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+) {
+    use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let origin = Origin::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        let tx = tx.clone();
+        async move {
+            assert_eq!(req.uri().path(), "/v1/traces");
+            assert_eq!(header_of(&req, "content-type"), "application/x-protobuf");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let batch = ExportTraceServiceRequest::decode(body).expect("protobuf");
+            for r in batch.resource_spans {
+                let _ = tx.send(r);
+            }
+            text(200, "")
+        }
+    })
+    .await;
+    (origin, rx)
+}
+
+fn header_of<B>(req: &hyper::Request<B>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn attr<'s>(
+    span: &'s opentelemetry_proto::tonic::trace::v1::Span,
+    key: &str,
+) -> Option<&'s opentelemetry_proto::tonic::common::v1::any_value::Value> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+}
+
+/// With `[otlp]`, sluice takes part in the trace: the upstream's `traceparent` names sluice's
+/// span as its parent, and that span (a child of the client's) reaches the collector with the
+/// request's attributes. An unsampled trace is propagated and not exported.
+#[tokio::test]
+async fn spans_are_exported_over_otlp_and_the_upstream_sees_their_ids() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let (collector, mut batches) = collector().await;
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::for_origin(&origin)
+        .toml(&format!(
+            "[otlp]\nendpoint = \"http://{}/v1/traces\"\nservice_name = \"edge\"\nflush_interval = \"20ms\"\n",
+            collector.addr
+        ))
+        .admin(None)
+        .start()
+        .await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut c = h1(proxy.http).await;
+
+    // Not sampled (flags 00): passed on with sluice's span id, never exported.
+    let quiet = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let mut req = get("/quiet", "localhost");
+    req.headers_mut()
+        .insert("traceparent", quiet.parse().unwrap());
+    let resp = send(&mut c, req).await;
+    let seen = echoed(&resp, "traceparent").unwrap().to_owned();
+    assert!(
+        seen.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{seen}"
+    );
+    assert!(
+        seen.ends_with("-00") && !seen.contains("b7ad6b7169203331"),
+        "{seen}"
+    );
+    body_bytes(resp).await;
+
+    let mut req = get("/traced?x=1", "localhost");
+    let parent = "00f067aa0ba902b7";
+    req.headers_mut().insert(
+        "traceparent",
+        format!("00-{trace}-{parent}-01").parse().unwrap(),
+    );
+    let resp = send(&mut c, req).await;
+    assert_eq!(resp.status(), 200);
+    let upstream = echoed(&resp, "traceparent").unwrap().to_owned();
+    let ours = &upstream[36..52];
+    assert!(upstream.starts_with(&format!("00-{trace}-")) && upstream.ends_with("-01"));
+    assert_ne!(ours, parent, "sluice's own span is the upstream's parent");
+    body_bytes(resp).await;
+
+    let batch = guarded("the collector gets a batch", batches.recv())
+        .await
+        .unwrap();
+    let service = &batch.resource.as_ref().unwrap().attributes[0];
+    assert_eq!(service.key, "service.name");
+    assert_eq!(
+        service.value.as_ref().unwrap().value,
+        Some(Value::StringValue("edge".into()))
+    );
+    let spans = &batch.scope_spans[0].spans;
+    assert_eq!(spans.len(), 1, "only the sampled request: {spans:?}");
+    let span = &spans[0];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(hex(&span.trace_id), trace);
+    assert_eq!(hex(&span.span_id), ours);
+    assert_eq!(hex(&span.parent_span_id), parent);
+    assert_eq!(span.name, "GET");
+    assert_eq!(span.kind, 2, "server");
+    assert!(span.end_time_unix_nano > span.start_time_unix_nano);
+    let s = |v: &str| Some(Value::StringValue(v.into()));
+    assert_eq!(attr(span, "http.request.method").cloned(), s("GET"));
+    assert_eq!(attr(span, "url.path").cloned(), s("/traced"));
+    assert_eq!(attr(span, "url.query").cloned(), s("x=1"));
+    assert_eq!(attr(span, "sluice.pool").cloned(), s("web"));
+    assert_eq!(
+        attr(span, "http.response.status_code").cloned(),
+        Some(Value::IntValue(200))
+    );
+    assert!(span.status.is_none(), "a 200 is not an error");
+
+    // Without a traceparent, a new sampled trace (ratio 1 by default).
+    let resp = send(&mut c, get("/new", "localhost")).await;
+    let started = echoed(&resp, "traceparent").unwrap().to_owned();
+    body_bytes(resp).await;
+    let batch = guarded("a second batch", batches.recv()).await.unwrap();
+    let span = &batch.scope_spans[0].spans[0];
+    assert_eq!(hex(&span.trace_id), started[3..35]);
+    assert_eq!(hex(&span.span_id), started[36..52]);
+    assert!(span.parent_span_id.is_empty(), "a root span");
+
+    // The first batch's POST finished before the second was sent.
+    let resp = send(
+        &mut h1(proxy.admin.unwrap()).await,
+        get("/metrics", "admin"),
+    )
+    .await;
+    let metrics = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
+    let exported: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_otlp_spans_total{outcome=\"exported\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!((1..=2).contains(&exported), "{exported}");
+    assert!(metrics.contains("sluice_otlp_spans_total{outcome=\"dropped\"} 0"));
+}

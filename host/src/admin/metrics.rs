@@ -103,6 +103,7 @@ impl Collector for Scrape {
         enc_cache(&mut enc, s)?;
         enc_reloads(&mut enc, s)?;
         enc_access_log(&mut enc, s)?;
+        enc_spans(&mut enc, s)?;
         enc_process(&mut enc, s)
     }
 }
@@ -447,6 +448,25 @@ fn enc_reloads(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
         enc,
         "sluice_reloads",
         "Reloads by what was reloaded (config file, certificates, pools, policy) and outcome; a failed one left the old state serving.",
+        None,
+        rows,
+    )
+}
+
+fn enc_spans(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
+    let Some(spans) = &s.spans else {
+        return Ok(());
+    };
+    let (exported, dropped, failed) = spans.counts();
+    let rows = vec![
+        (labels([("outcome", "exported")]), V::Counter(exported)),
+        (labels([("outcome", "dropped")]), V::Counter(dropped)),
+        (labels([("outcome", "failed")]), V::Counter(failed)),
+    ];
+    family(
+        enc,
+        "sluice_otlp_spans",
+        "Request spans sent to the OTLP collector, dropped because the export queue was full, and lost to failed exports.",
         None,
         rows,
     )

@@ -45,6 +45,8 @@ pub struct AdminState {
     pub listeners: Arc<crate::metrics::ListenerList>,
     pub reloads: Arc<crate::metrics::Reloads>,
     pub access_log: Option<Arc<crate::logging::AccessLog>>,
+    /// Span export, when `[otlp]` is on.
+    pub spans: Option<Arc<crate::otlp::Exporter>>,
     /// The status page's ring of samples.
     history: status::History,
 }
@@ -68,6 +70,7 @@ impl AdminState {
             listeners,
             reloads,
             access_log,
+            spans: None,
             history: status::History::default(),
         }
     }

@@ -34,6 +34,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub cache: Option<CacheConfig>,
     pub runtime: RuntimeConfig,
+    /// Span export over OTLP/HTTP; off without the table.
+    pub otlp: Option<OtlpConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,6 +322,20 @@ impl Default for CacheConfig {
             name: "sluice".into(),
         }
     }
+}
+
+/// `[otlp]`: one span per request, exported in batches as OTLP/HTTP protobuf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// Where batches are POSTed, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: http::Uri,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Share of requests without a sampled parent that start a sampled trace; requests with a
+    /// `traceparent` follow its sampled flag.
+    pub sample_ratio: f64,
+    /// Longest a finished span waits before its batch is sent.
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

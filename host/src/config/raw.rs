@@ -26,6 +26,17 @@ pub struct RawConfig {
     pub cache: Option<RawCache>,
     #[serde(default)]
     pub runtime: RawRuntime,
+    pub otlp: Option<RawOtlp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    pub endpoint: String,
+    pub service_name: Option<String>,
+    pub sample_ratio: Option<f64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub flush_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -296,6 +296,7 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
     }
     let runtime = RuntimeConfig { mode, workers };
 
+    let otlp = raw.otlp.map(|o| otlp(o, cx)).transpose()?;
     Ok(Config {
         listeners,
         pools,
@@ -307,6 +308,38 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         policy,
         cache,
         runtime,
+        otlp,
+    })
+}
+
+fn otlp(o: super::raw::RawOtlp, cx: &Ctx) -> Result<OtlpConfig, ConfigError> {
+    let uri: http::Uri = o
+        .endpoint
+        .parse()
+        .map_err(|_| cx.err("otlp.endpoint", format!("\"{}\" is not a URL", o.endpoint)))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(cx.err(
+            "otlp.endpoint",
+            format!(
+                "\"{}\" is not an http:// URL (OTLP/HTTP to a local collector or agent; https is not supported yet)",
+                o.endpoint
+            ),
+        ));
+    }
+    let sample_ratio = o.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(cx.err("otlp.sample_ratio", "must be between 0 and 1"));
+    }
+    Ok(OtlpConfig {
+        endpoint: uri,
+        service_name: o.service_name.unwrap_or_else(|| "sluice".into()),
+        sample_ratio,
+        flush_interval: positive(
+            o.flush_interval,
+            Duration::from_secs(1),
+            "otlp.flush_interval",
+            cx,
+        )?,
     })
 }
 

@@ -33,6 +33,17 @@ pub struct Client {
     pub trusted_peer: bool,
     /// `ip` came from `X-Forwarded-For`, not from the connection.
     pub forwarded: bool,
+    /// This proxy's span of the request, when spans are exported and the trace is sampled.
+    pub span: Option<SpanIds>,
+}
+
+/// The ids of this proxy's span of a request (W3C Trace Context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace: u128,
+    pub span: u64,
+    /// The client's span (`parent-id` of its `traceparent`), if it sent one.
+    pub parent: Option<u64>,
 }
 
 fn trusted(settings: &ProxySettings, ip: IpAddr) -> bool {
@@ -45,14 +56,24 @@ fn trusted(settings: &ProxySettings, ip: IpAddr) -> bool {
 }
 
 /// Applies the trust rules to a request's headers and says who its client is. Also gives
-/// the request its `X-Request-Id` when configured.
-pub fn admit(settings: &ProxySettings, peer: IpAddr, headers: &mut HeaderMap) -> Client {
+/// the request its `X-Request-Id` when configured, and its trace context: with `spans` (the
+/// sample ratio, when spans are exported) this proxy takes part in the trace.
+pub fn admit(
+    settings: &ProxySettings,
+    peer: IpAddr,
+    headers: &mut HeaderMap,
+    spans: Option<f64>,
+) -> Client {
     let mut client = Client {
         ip: peer,
         trusted_peer: false,
         forwarded: false,
+        span: None,
     };
     if !settings.forwarded_headers {
+        if let Some(ratio) = spans {
+            client.span = take_part(headers, ratio);
+        }
         return client;
     }
     client.trusted_peer = !settings.trusted_proxies.is_empty() && trusted(settings, peer);
@@ -71,7 +92,10 @@ pub fn admit(settings: &ProxySettings, peer: IpAddr, headers: &mut HeaderMap) ->
     if settings.request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID, request_id());
     }
-    trace_context(headers, settings.request_id);
+    match spans {
+        Some(ratio) => client.span = take_part(headers, ratio),
+        None => trace_context(headers, settings.request_id),
+    }
     client
 }
 
@@ -94,6 +118,48 @@ fn trace_context(headers: &mut HeaderMap, start: bool) {
 }
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Trace Context as a participant (when spans are exported): this proxy's span is a child of
+/// the client's `traceparent` (kept when valid, else dropped with its `tracestate`), and the
+/// upstream gets this span's id as its parent. The sampled flag is the client's, or for a
+/// new trace a draw at `ratio`. Returns the span to record when sampled.
+fn take_part(headers: &mut HeaderMap, ratio: f64) -> Option<SpanIds> {
+    let lines = headers.get_all(&TRACEPARENT).iter().count();
+    let parsed = match lines {
+        1 => headers.get(&TRACEPARENT).and_then(parse_traceparent),
+        _ => None,
+    };
+    if parsed.is_none() && lines > 0 {
+        headers.remove(&TRACEPARENT);
+        headers.remove(HeaderName::from_static("tracestate"));
+    }
+    let (trace, parent, flags) = match parsed {
+        Some((t, p, f)) => (t, Some(p), f),
+        None => (nonzero_u128(), None, u8::from(fastrand::f64() < ratio)),
+    };
+    let span = nonzero_u64();
+    // Version 00 is the one this proxy writes, whatever version it was sent (§3.2.4).
+    let v = format!("00-{trace:032x}-{span:016x}-{flags:02x}");
+    headers.insert(TRACEPARENT, HeaderValue::try_from(v).expect("hex"));
+    (flags & 1 == 1).then_some(SpanIds {
+        trace,
+        span,
+        parent,
+    })
+}
+
+/// Trace id, parent id and flags of a valid `traceparent`.
+fn parse_traceparent(v: &HeaderValue) -> Option<(u128, u64, u8)> {
+    if !valid_traceparent(v) {
+        return None;
+    }
+    let s = v.to_str().ok()?;
+    Some((
+        u128::from_str_radix(&s[3..35], 16).ok()?,
+        u64::from_str_radix(&s[36..52], 16).ok()?,
+        u8::from_str_radix(&s[53..55], 16).ok()?,
+    ))
+}
 
 fn nonzero_u128() -> u128 {
     fastrand::u128(1..)
@@ -218,7 +284,7 @@ mod tests {
         let mut h = xff(&["203.0.113.7"]);
         h.insert("x-request-id", "mine".parse().unwrap());
         h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
-        let c = admit(&s, "192.0.2.1".parse().unwrap(), &mut h);
+        let c = admit(&s, "192.0.2.1".parse().unwrap(), &mut h, None);
         assert!(!c.trusted_peer && !c.forwarded);
         assert_eq!(c.ip.to_string(), "192.0.2.1");
         assert!(!h.contains_key("x-forwarded-for") && !h.contains_key("forwarded"));
@@ -227,7 +293,7 @@ mod tests {
 
         let mut h = xff(&["203.0.113.7"]);
         h.insert("x-request-id", "theirs".parse().unwrap());
-        let c = admit(&s, "::ffff:10.0.0.9".parse().unwrap(), &mut h);
+        let c = admit(&s, "::ffff:10.0.0.9".parse().unwrap(), &mut h, None);
         assert!(c.trusted_peer && c.forwarded);
         assert_eq!(c.ip.to_string(), "203.0.113.7");
         assert_eq!(h["x-request-id"], "theirs");

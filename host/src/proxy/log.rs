@@ -52,6 +52,8 @@ pub(super) struct AccessRecord {
     decision: &'static str,
     cache: Option<String>,
     headers_after: Duration,
+    /// This proxy's span, when spans are exported and the trace is sampled.
+    span: Option<super::forwarded::SpanIds>,
 }
 
 /// A request header as text, if it is.
@@ -100,6 +102,7 @@ impl AccessRecord {
             decision: "",
             cache: None,
             headers_after: Duration::ZERO,
+            span: client.span,
         }
     }
 
@@ -227,19 +230,118 @@ fn ms(d: Duration) -> f64 {
 /// records its duration with its pool's figures.
 pub(super) struct Completion {
     pub(super) guard: RequestGuard,
-    pub(super) record: Option<(AccessRecord, Arc<AccessLog>)>,
+    /// Built when the access log or span export is on.
+    pub(super) record: Option<AccessRecord>,
+    pub(super) log: Option<Arc<AccessLog>>,
+    pub(super) spans: Option<Arc<crate::otlp::Exporter>>,
     pub(super) pool: Option<Arc<PoolStats>>,
     pub(super) start: Instant,
 }
 
 impl OnComplete for Completion {
     fn complete(&mut self, bytes: u64, finished: bool) {
-        if let Some((r, log)) = &self.record {
+        if let (Some(r), Some(log)) = (&self.record, &self.log) {
             log.write(r.line(log.format, bytes, finished));
+        }
+        if let Some(spans) = &self.spans {
+            if let Some(record) = self.record.take().filter(|r| r.span.is_some()) {
+                spans.record(Box::new(Finished {
+                    duration: record.start.elapsed(),
+                    record,
+                    bytes,
+                    complete: finished,
+                }));
+            }
         }
         if let Some(p) = &self.pool {
             p.duration.observe(self.start.elapsed());
         }
         self.guard.finish();
+    }
+}
+
+/// A request whose response is done, on its way to the span exporter.
+struct Finished {
+    record: AccessRecord,
+    duration: Duration,
+    bytes: u64,
+    complete: bool,
+}
+
+impl crate::otlp::IntoSpan for Finished {
+    /// A server span with the stable HTTP semantic conventions' attributes
+    /// (https://opentelemetry.io/docs/specs/semconv/http/http-spans/) and sluice's own.
+    fn into_span(self: Box<Self>) -> opentelemetry_proto::tonic::trace::v1::Span {
+        use crate::otlp::{attribute, int, text};
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status};
+        let r = &self.record;
+        let ids = r.span.expect("only sampled requests are queued");
+        let nanos = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        };
+        let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
+        let mut attributes = vec![
+            text("http.request.method", r.method.as_str()),
+            int("http.response.status_code", r.status.as_u16().into()),
+            text("url.path", path),
+            text("server.address", r.host.clone()),
+            text(
+                "network.protocol.version",
+                match r.version {
+                    http::Version::HTTP_10 => "1.0",
+                    http::Version::HTTP_2 => "2",
+                    _ => "1.1",
+                },
+            ),
+            text("client.address", r.client.to_string()),
+            int("http.response.body.size", self.bytes as i64),
+            text("sluice.listener", &*r.listener),
+            attribute("sluice.complete", Value::BoolValue(self.complete)),
+        ];
+        if !query.is_empty() {
+            attributes.push(text("url.query", query));
+        }
+        let optional = [
+            ("user_agent.original", r.user_agent.as_deref()),
+            ("sluice.pool", r.pool.as_deref()),
+            ("sluice.upstream", r.upstream.as_deref()),
+            (
+                "sluice.policy.decision",
+                Some(r.decision).filter(|d| !d.is_empty()),
+            ),
+            ("sluice.cache_status", r.cache.as_deref()),
+            ("sluice.request_id", r.request_id.as_deref()),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                attributes.push(text(key, v));
+            }
+        }
+        if r.revision > 0 {
+            attributes.push(int("sluice.policy.revision", r.revision as i64));
+        }
+        // A server span is an error on a 5xx, or when the response did not complete.
+        let failed = r.status.is_server_error() || !self.complete;
+        Span {
+            trace_id: ids.trace.to_be_bytes().to_vec(),
+            span_id: ids.span.to_be_bytes().to_vec(),
+            parent_span_id: ids
+                .parent
+                .map_or_else(Vec::new, |p| p.to_be_bytes().to_vec()),
+            // W3C trace flags (sampled) in the low byte.
+            flags: 1,
+            name: r.method.as_str().to_owned(),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: nanos(r.at),
+            end_time_unix_nano: nanos(r.at + self.duration),
+            attributes,
+            status: failed.then(|| Status {
+                code: status::StatusCode::Error as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        }
     }
 }

@@ -146,6 +146,8 @@ pub struct Proxy {
     timeouts: Timeouts,
     limits: Limits,
     access_log: Option<Arc<crate::logging::AccessLog>>,
+    /// Span export, when `[otlp]` is on.
+    spans: Option<Arc<crate::otlp::Exporter>>,
     via: ViaValues,
     cache: Option<Arc<Cache>>,
 }
@@ -157,6 +159,7 @@ impl Proxy {
         policy: Arc<PolicyRuntime>,
         cache: Option<Arc<Cache>>,
         access_log: Option<Arc<crate::logging::AccessLog>>,
+        spans: Option<Arc<crate::otlp::Exporter>>,
     ) -> Proxy {
         Proxy {
             pools,
@@ -167,6 +170,7 @@ impl Proxy {
             timeouts: config.timeouts,
             limits: config.limits,
             access_log,
+            spans,
         }
     }
 
@@ -181,13 +185,15 @@ impl Proxy {
         if req.version() != http::Version::HTTP_2 && !http_body::Body::is_end_stream(req.body()) {
             conn.activity.linger_on_close();
         }
-        let client = forwarded::admit(&self.settings, conn.client.ip(), req.headers_mut());
-        let record = self.access_log.as_ref().map(|log| {
-            (
-                log::AccessRecord::new(&req, &conn, &client, start),
-                log.clone(),
-            )
-        });
+        let sampling = self.spans.as_ref().map(|s| s.sample_ratio);
+        let client = forwarded::admit(
+            &self.settings,
+            conn.client.ip(),
+            req.headers_mut(),
+            sampling,
+        );
+        let record = (self.access_log.is_some() || client.span.is_some())
+            .then(|| log::AccessRecord::new(&req, &conn, &client, start));
         let (version, method) = (req.version(), req.method().clone());
         let mut routed = log::Routed::default();
         let (mut resp, upstream) = match self.forward(req, &conn, &client, &mut routed).await {
@@ -204,11 +210,12 @@ impl Proxy {
         };
         let status = resp.status();
         conn.listener.request(version, &method, status.as_u16());
-        let record =
-            record.map(|(r, log)| (r.finish(status, resp.headers(), upstream, &routed), log));
+        let record = record.map(|r| r.finish(status, resp.headers(), upstream, &routed));
         resp.body_mut().set_on_complete(Box::new(log::Completion {
             guard,
             record,
+            log: self.access_log.clone(),
+            spans: client.span.and(self.spans.clone()),
             pool: routed.pool.map(|p| p.stats.clone()),
             start,
         }));
