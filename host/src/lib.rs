@@ -46,9 +46,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Tls(#[from] TlsError),
-    #[error("TLS setup: {0}")]
-    Rustls(#[from] rustls::Error),
+    Listener(#[from] listener::set::SetError),
     #[error("{0}")]
     Pool(#[from] upstream::PoolError),
     #[error("{0}")]
@@ -105,7 +103,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] config::ConfigError),
     #[error("{0}")]
-    Listener(#[from] StartError),
+    Listener(#[from] listener::set::SetError),
     #[error("{0}")]
     Pools(#[from] upstream::PoolError),
 }
@@ -363,7 +361,7 @@ impl Running {
             .listeners
             .apply(plan, &self.shared, self.workers.as_ref());
         self.listener_stats.store(Arc::new(live.listeners.stats()));
-        if !(changes.added.is_empty() && changes.tls_changed.is_empty()) {
+        if changes != listener::set::Changes::default() {
             let resolvers = live.listeners.resolvers();
             live.certificates.replace(resolvers);
         }

@@ -233,6 +233,10 @@ pub struct ConnStats {
     pub opened: AtomicU64,
     pub reused: AtomicU64,
     pub failed: AtomicU64,
+    /// Attempts the endpoint answered with a 5xx.
+    pub status_5xx: AtomicU64,
+    /// Attempts that broke after the connection was made: reset, timeout, invalid response.
+    pub broken: AtomicU64,
 }
 
 /// What a reload reloads.

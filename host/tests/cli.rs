@@ -348,7 +348,7 @@ async fn run_reloads_the_policy_and_its_settings_on_sighup() {
     let hup = || Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     std::fs::write(&config, config_text("blue", &two)).unwrap();
     assert!(hup().success());
-    wait_for("pools reloaded").await;
+    wait_for("config reloaded").await;
     wait_for("revision=2").await;
     assert_eq!(color().await, "blue");
     assert_eq!(endpoints().await, 2);
@@ -356,7 +356,7 @@ async fn run_reloads_the_policy_and_its_settings_on_sighup() {
     // A broken config: the reload is refused, the policy keeps serving.
     std::fs::write(&config, "[policy]\nfail = \"sometimes\"\n").unwrap();
     assert!(hup().success());
-    wait_for("config not reloaded; keeping pools and policy").await;
+    wait_for("config not reloaded; the one in force keeps serving").await;
     assert_eq!(color().await, "blue");
     assert_eq!(endpoints().await, 2);
 

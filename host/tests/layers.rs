@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 /// Top-level modules of the crate, bottom first. A module may use only those in lower layers.
 /// `ROOT` (`lib.rs`: `start`, `Running`, ...) sits above everything but the last layer.
 const CRATE_LAYERS: &[&[&str]] = &[
-    &["activity", "alloc_count", "balance", "worker"],
+    &["activity", "alloc_count", "balance", "filewatch", "worker"],
     &["config", "metrics"],
-    &["cache", "logging", "upstream"],
+    &["cache", "logging", "otlp", "upstream"],
     &["health", "policy"],
     &["proxy"],
     &["listener"],

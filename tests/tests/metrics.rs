@@ -387,3 +387,31 @@ async fn reloads_are_counted_by_what_and_outcome() {
         panic!("promtool check metrics:\n{said}\non:\n{text}");
     }
 }
+
+/// Per-endpoint errors: every attempt an endpoint answers with a 5xx is counted as such.
+#[tokio::test]
+async fn endpoint_errors_count_each_5xx_attempt() {
+    let failing = Origin::start(|_req| async { text(503, "down") }).await;
+    let proxy = ProxyBuilder::for_origin(&failing).admin(None).start().await;
+    let mut c = h1(proxy.http).await;
+    for _ in 0..2 {
+        let r = send(&mut c, get("/", "example.test")).await;
+        assert_eq!(r.status(), 503);
+        body_bytes(r).await;
+    }
+    let (_, text) = scrape(proxy.admin.unwrap(), None).await;
+    let endpoint = [("pool", "web"), ("endpoint", &*failing.addr.to_string())];
+    let attempts = sample(&text, "sluice_upstream_requests_total", &endpoint).unwrap();
+    assert!(attempts >= 2.0, "{text}");
+    assert_eq!(attempts as usize, failing.hits());
+    let kind = |k| {
+        let mut l = endpoint.to_vec();
+        l.push(("kind", k));
+        sample(&text, "sluice_upstream_errors_total", &l)
+    };
+    assert_eq!(kind("status_5xx"), Some(attempts), "{text}");
+    assert_eq!(kind("broken"), Some(0.0));
+    if let Err(said) = promtool(&text) {
+        panic!("promtool check metrics:\n{said}\non:\n{text}");
+    }
+}

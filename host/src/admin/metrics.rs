@@ -222,6 +222,11 @@ fn enc_pools(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
             add("opened", at.clone(), V::Counter(load(&c.opened)));
             add("reused", at.clone(), V::Counter(load(&c.reused)));
             add("failed", at.clone(), V::Counter(load(&c.failed)));
+            for (kind, n) in [("status_5xx", &c.status_5xx), ("broken", &c.broken)] {
+                let mut l = at.clone();
+                l.push(("kind", kind.into()));
+                add("errors", l, V::Counter(load(n)));
+            }
             add("ejections", at.clone(), V::Counter(record.ejections));
             for (result, n) in [
                 ("passed", record.checks_passed),
@@ -289,6 +294,13 @@ fn enc_pools(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
         "Requests sent to the endpoint (attempts).",
         None,
         take("requests"),
+    )?;
+    family(
+        enc,
+        "sluice_upstream_errors",
+        "Attempts that failed at the endpoint: answered with a 5xx, or broken after connecting (reset, timeout, invalid response). Connect failures are sluice_upstream_connections_failed.",
+        None,
+        take("errors"),
     )?;
     family(
         enc,

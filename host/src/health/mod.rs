@@ -34,9 +34,17 @@ pub enum Outcome {
     ConnectFailure,
 }
 
-/// Passive outlier detection: counts consecutive failures of endpoint `i` and ejects it when
-/// a threshold is reached, unless that would eject more than the pool's maximum share.
+/// Passive outlier detection: counts endpoint `i`'s errors (for `/metrics`) and consecutive
+/// failures, and ejects it when a threshold is reached, unless that would eject more than the
+/// pool's maximum share.
 pub fn observe(pool: &Pool, i: usize, outcome: Outcome) {
+    let stats = &pool.endpoints[i].upstream.stats;
+    match outcome {
+        Outcome::Status(_) => stats.status_5xx.fetch_add(1, Ordering::Relaxed),
+        Outcome::LocalFailure => stats.broken.fetch_add(1, Ordering::Relaxed),
+        // Connect failures are counted where the connection is dialled.
+        Outcome::Success | Outcome::ConnectFailure => 0,
+    };
     let Some(cfg) = &pool.outlier else { return };
     let h = &pool.endpoints[i].health;
     let bump = |c: &AtomicU32, hit: bool| {

@@ -10,13 +10,27 @@
 use super::tls::{self, CertResolver};
 use super::workers::{Bound, Workers};
 use super::{Listener, ListenerState, Shared};
-use crate::StartError;
 use crate::config::{ListenerConfig, ListenerTls};
 use crate::metrics::ListenerStats;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+/// Why a listener list cannot be applied (at start or on reload).
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    #[error("cannot listen on {address} (listener \"{name}\"): {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
 
 /// The listeners in config order.
 pub struct ListenerSet {
@@ -112,7 +126,7 @@ impl ListenerSet {
     /// Binds what `configs` adds or moves and loads the TLS settings that changed; changes
     /// nothing that runs. A listener is kept when one of the same name listens at the same
     /// configured address; its counters carry over when only its address changed.
-    pub fn prepare(&self, configs: &[ListenerConfig]) -> Result<Plan, StartError> {
+    pub fn prepare(&self, configs: &[ListenerConfig]) -> Result<Plan, SetError> {
         let mut entries = Vec::with_capacity(configs.len());
         for c in configs {
             let old = self.entries.iter().find(|a| a.config.name == c.name);
@@ -187,7 +201,7 @@ impl ListenerSet {
 }
 
 /// The resolver and acceptor for a listener's `tls` table (`None`: cleartext).
-fn load_tls(config: Option<&ListenerTls>) -> Result<Tls, StartError> {
+fn load_tls(config: Option<&ListenerTls>) -> Result<Tls, SetError> {
     let Some(t) = config else {
         return Ok(Tls {
             resolver: None,
@@ -205,9 +219,9 @@ fn load_tls(config: Option<&ListenerTls>) -> Result<Tls, StartError> {
 /// Binds and listens on a listener's address: one socket, or one per worker. The sockets
 /// listen from here on (the kernel queues connections until a loop accepts them), so a
 /// listener is reachable as soon as a start or reload returns.
-fn bind(c: &ListenerConfig, workers: usize) -> Result<(SocketAddr, Sockets), StartError> {
-    let bind_err = |source| StartError::Bind {
-        what: format!("listener \"{}\"", c.name),
+fn bind(c: &ListenerConfig, workers: usize) -> Result<(SocketAddr, Sockets), SetError> {
+    let bind_err = |source| SetError::Bind {
+        name: c.name.clone(),
         address: c.address,
         source,
     };
