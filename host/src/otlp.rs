@@ -135,14 +135,13 @@ async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Box<dyn IntoSpan>>, coun
             }],
         }
         .encode_to_vec();
-        match post(&config.endpoint, &mut conn, body).await {
+        match post_with_retries(&config.endpoint, &mut conn, body).await {
             Ok(()) => {
                 counts.exported.fetch_add(n, Ordering::Relaxed);
                 warned = false;
             }
             Err(e) => {
                 counts.failed.fetch_add(n, Ordering::Relaxed);
-                conn = None;
                 // Once per outage, not once per batch.
                 if !warned {
                     tracing::warn!(endpoint = %config.endpoint, error = %e, spans = n, "OTLP export failed; spans dropped");
@@ -153,14 +152,53 @@ async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Box<dyn IntoSpan>>, coun
     }
 }
 
+/// Why a POST failed, and whether sending it again may help.
+struct Failed {
+    why: String,
+    retry: bool,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+/// Tries a batch up to three times, 100 ms then 400 ms apart, when the collector could not
+/// be reached or answered 429, 502, 503 or 504 (the OTLP/HTTP spec's retryable answers); a
+/// `Retry-After` is not waited for, the queue behind the batch being bounded.
+async fn post_with_retries(
+    endpoint: &http::Uri,
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    body: Vec<u8>,
+) -> Result<(), Failed> {
+    let body = Bytes::from(body);
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1.. {
+        match post(endpoint, conn, body.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                *conn = None;
+                if !e.retry || attempt == 3 {
+                    return Err(e);
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 4;
+    }
+    unreachable!("the loop returns by the third attempt")
+}
+
 /// POSTs one batch on the kept connection (made anew when there is none or it closed).
 async fn post(
     endpoint: &http::Uri,
     conn: &mut Option<SendRequest<Full<Bytes>>>,
-    body: Vec<u8>,
-) -> Result<(), String> {
+    body: Bytes,
+) -> Result<(), Failed> {
+    let transient = |why: String| Failed { why, retry: true };
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
-        *conn = Some(connect(endpoint).await?);
+        *conn = Some(connect(endpoint).await.map_err(transient)?);
     }
     let Some(c) = conn.as_mut() else {
         unreachable!("connected above")
@@ -169,8 +207,11 @@ async fn post(
     let req = http::Request::post(endpoint.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, authority)
         .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        .body(Full::new(body))
+        .map_err(|e| Failed {
+            why: e.to_string(),
+            retry: false,
+        })?;
     let exchange = async {
         c.ready().await?;
         let resp = c.send_request(req).await?;
@@ -180,10 +221,13 @@ async fn post(
         Ok::<_, hyper::Error>(status)
     };
     match tokio::time::timeout(TIMEOUT, exchange).await {
-        Err(_) => Err("the collector did not answer in time".into()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(transient("the collector did not answer in time".into())),
+        Ok(Err(e)) => Err(transient(e.to_string())),
         Ok(Ok(s)) if s.is_success() => Ok(()),
-        Ok(Ok(s)) => Err(format!("the collector answered {s}")),
+        Ok(Ok(s)) => Err(Failed {
+            why: format!("the collector answered {s}"),
+            retry: matches!(s.as_u16(), 429 | 502 | 503 | 504),
+        }),
     }
 }
 

@@ -177,8 +177,11 @@ async fn text_lines_and_an_unopenable_path() {
     assert!(err.contains("No such file"), "{err}");
 }
 
-/// A stand-in OTLP/HTTP collector: decodes each POSTed batch and passes its spans on.
-async fn collector() -> (
+/// A stand-in OTLP/HTTP collector: decodes each POSTed batch and passes its spans on; the
+/// first `refuse` POSTs are answered 503 and passed on to nobody.
+async fn collector(
+    refuse: usize,
+) -> (
     Origin,
     tokio::sync::mpsc::UnboundedReceiver<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
 ) {
@@ -186,9 +189,14 @@ async fn collector() -> (
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let origin = Origin::start(move |req: hyper::Request<hyper::body::Incoming>| {
-        let tx = tx.clone();
+        let (tx, refused) = (tx.clone(), refused.clone());
         async move {
+            use std::sync::atomic::Ordering;
+            if refused.fetch_add(1, Ordering::Relaxed) < refuse {
+                return text(503, "busy");
+            }
             assert_eq!(req.uri().path(), "/v1/traces");
             assert_eq!(header_of(&req, "content-type"), "application/x-protobuf");
             let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -226,7 +234,7 @@ fn attr<'s>(
 #[tokio::test]
 async fn spans_are_exported_over_otlp_and_the_upstream_sees_their_ids() {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    let (collector, mut batches) = collector().await;
+    let (collector, mut batches) = collector(0).await;
     let origin = Origin::echo("a").await;
     let proxy = ProxyBuilder::for_origin(&origin)
         .toml(&format!(
@@ -324,4 +332,29 @@ async fn spans_are_exported_over_otlp_and_the_upstream_sees_their_ids() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!((1..=2).contains(&exported), "{exported}");
     assert!(metrics.contains("sluice_otlp_spans_total{outcome=\"dropped\"} 0"));
+}
+
+/// A collector that answers 503 gets the batch again (twice at most) rather than losing it.
+#[tokio::test]
+async fn a_batch_the_collector_refuses_with_503_is_sent_again() {
+    let (collector, mut batches) = collector(2).await;
+    let origin = Origin::echo("a").await;
+    let proxy = ProxyBuilder::for_origin(&origin)
+        .toml(&format!(
+            "[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_interval = \"10ms\"\n",
+            collector.addr
+        ))
+        .admin(None)
+        .start()
+        .await;
+    let resp = send(&mut h1(proxy.http).await, get("/", "localhost")).await;
+    let started = echoed(&resp, "traceparent").unwrap().to_owned();
+    body_bytes(resp).await;
+    let batch = guarded("the third attempt gets through", batches.recv())
+        .await
+        .unwrap();
+    let span = &batch.scope_spans[0].spans[0];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(hex(&span.trace_id), started[3..35]);
+    assert_eq!(collector.hits(), 3, "two refusals, then the batch");
 }
