@@ -101,8 +101,6 @@ struct Live {
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("{0}")]
-    Config(#[from] config::ConfigError),
-    #[error("{0}")]
     Listener(#[from] listener::set::SetError),
     #[error("{0}")]
     Pools(#[from] upstream::PoolError),

@@ -218,6 +218,22 @@ fn header_of<B>(req: &hyper::Request<B>, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A proxy in front of `origin` exporting spans to `collector`, with more `[otlp]` lines.
+async fn exporting_to(origin: &Origin, collector: &Origin, otlp: &str) -> TestProxy {
+    ProxyBuilder::for_origin(origin)
+        .toml(&format!(
+            "[otlp]\nendpoint = \"http://{}/v1/traces\"\n{otlp}",
+            collector.addr
+        ))
+        .admin(None)
+        .start()
+        .await
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn attr<'s>(
     span: &'s opentelemetry_proto::tonic::trace::v1::Span,
     key: &str,
@@ -236,14 +252,8 @@ async fn spans_are_exported_over_otlp_and_the_upstream_sees_their_ids() {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     let (collector, mut batches) = collector(0).await;
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::for_origin(&origin)
-        .toml(&format!(
-            "[otlp]\nendpoint = \"http://{}/v1/traces\"\nservice_name = \"edge\"\nflush_interval = \"20ms\"\n",
-            collector.addr
-        ))
-        .admin(None)
-        .start()
-        .await;
+    let otlp = "service_name = \"edge\"\nflush_interval = \"20ms\"\n";
+    let proxy = exporting_to(&origin, &collector, otlp).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut c = h1(proxy.http).await;
 
@@ -290,7 +300,6 @@ async fn spans_are_exported_over_otlp_and_the_upstream_sees_their_ids() {
     let spans = &batch.scope_spans[0].spans;
     assert_eq!(spans.len(), 1, "only the sampled request: {spans:?}");
     let span = &spans[0];
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     assert_eq!(hex(&span.trace_id), trace);
     assert_eq!(hex(&span.span_id), ours);
     assert_eq!(hex(&span.parent_span_id), parent);
@@ -339,14 +348,7 @@ async fn spans_are_exported_over_otlp_and_the_upstream_sees_their_ids() {
 async fn a_batch_the_collector_refuses_with_503_is_sent_again() {
     let (collector, mut batches) = collector(2).await;
     let origin = Origin::echo("a").await;
-    let proxy = ProxyBuilder::for_origin(&origin)
-        .toml(&format!(
-            "[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_interval = \"10ms\"\n",
-            collector.addr
-        ))
-        .admin(None)
-        .start()
-        .await;
+    let proxy = exporting_to(&origin, &collector, "flush_interval = \"10ms\"\n").await;
     let resp = send(&mut h1(proxy.http).await, get("/", "localhost")).await;
     let started = echoed(&resp, "traceparent").unwrap().to_owned();
     body_bytes(resp).await;
@@ -354,7 +356,6 @@ async fn a_batch_the_collector_refuses_with_503_is_sent_again() {
         .await
         .unwrap();
     let span = &batch.scope_spans[0].spans[0];
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     assert_eq!(hex(&span.trace_id), started[3..35]);
     assert_eq!(collector.hits(), 3, "two refusals, then the batch");
 }
