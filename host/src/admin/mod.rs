@@ -18,7 +18,7 @@
 mod metrics;
 mod status;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Purge};
 use crate::config::AdminConfig;
 use crate::policy::PolicyRuntime;
 use crate::upstream::{PoolTable, Pools};
@@ -302,20 +302,21 @@ fn purge(cache: &Cache, body: &[u8]) -> Result<serde_json::Value, String> {
         );
     }
     let soft = r.soft;
-    let purged = if let Some(url) = r.url {
-        cache.purge_url(&crate::cache::key::key_of_url(&url)?, soft)
+    let what = if let Some(url) = r.url {
+        Purge::Url(crate::cache::key::key_of_url(&url)?)
     } else if let Some(key) = r.key {
-        cache.purge_key(key.as_bytes(), soft)
+        Purge::Key(key.into())
     } else if let Some(prefix) = r.prefix {
         if prefix.is_empty() {
             return Err("\"prefix\" must not be empty (use \"all\": true)".into());
         }
-        cache.purge_prefix(&prefix, soft)
+        Purge::Prefix(prefix)
     } else if let Some(tag) = r.tag {
-        cache.purge_tag(&tag, soft)
+        Purge::Tag(tag)
     } else {
-        cache.purge(soft, |_, _| true)
+        Purge::All
     };
+    let purged = cache.purge_everywhere(what, soft);
     Ok(serde_json::json!({ "purged": purged, "soft": soft }))
 }
 

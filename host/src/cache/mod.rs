@@ -6,6 +6,7 @@
 //! - [`object`]: storability, freshness and age of a stored response.
 //! - [`vary`]: variant selection and the normalisation of selecting fields.
 //! - [`partial`]: stored 206 parts and their combination into the complete response.
+//! - [`wire`]: the value format of the shared tier (Redis), versioned.
 //! - this file: the store (one entry per key holding its `Vary` variants), in-flight fetches
 //!   (coalescing), hit-for-miss markers, purge and stats.
 //!
@@ -19,6 +20,7 @@ pub mod partial;
 #[cfg(test)]
 mod tests;
 pub mod vary;
+pub mod wire;
 
 use crate::config::CacheConfig;
 use bytes::Bytes;
@@ -200,6 +202,26 @@ pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// What a purge selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// A normalised URL (as [`key::key_of_url`] makes it).
+    Url(String),
+    Key(Bytes),
+    Prefix(String),
+    Tag(String),
+    All,
+}
+
+/// What the cache tells a tier behind it (the fleet's shared tier): the objects it stores
+/// from an origin, and the purges made here (by the admin API, a policy, an unsafe
+/// request). Called on the request's task: implementations hand the work to tasks of their
+/// own and return at once.
+pub trait Tier: Send + Sync {
+    fn stored(&self, key: &Bytes, object: &Arc<Object>);
+    fn purged(&self, what: &Purge, soft: bool);
+}
+
 /// What a lookup found for a request.
 pub enum Lookup {
     /// Nothing under the key.
@@ -224,6 +246,8 @@ pub struct Cache {
     pub stats: Stats,
     /// Replaced by config reloads ([`Cache::reconfigure`]).
     config: arc_swap::ArcSwap<CacheConfig>,
+    /// The tier behind this one, set once at start.
+    tier: std::sync::OnceLock<Arc<dyn Tier>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -270,7 +294,13 @@ impl Cache {
             index,
             stats: Stats::default(),
             config: arc_swap::ArcSwap::from_pointee(config),
+            tier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Puts `tier` behind this cache (once; a second call is ignored).
+    pub fn set_tier(&self, tier: Arc<dyn Tier>) {
+        let _ = self.tier.set(tier);
     }
 
     /// The settings in force.
@@ -315,6 +345,19 @@ impl Cache {
     /// `Vary` fields select differently. (Two variants stored at the same moment can lose
     /// one of them: the next request for it is a miss, nothing worse.)
     pub fn insert(&self, key: Bytes, object: Object) -> Arc<Object> {
+        let object = self.insert_here(key.clone(), object);
+        if let Some(t) = self.tier.get() {
+            t.stored(&key, &object);
+        }
+        object
+    }
+
+    /// [`Cache::insert`] of an object that came from the tier behind (not told back to it).
+    pub fn insert_from_tier(&self, key: Bytes, object: Object) -> Arc<Object> {
+        self.insert_here(key, object)
+    }
+
+    fn insert_here(&self, key: Bytes, object: Object) -> Arc<Object> {
         let object = Arc::new(object);
         let mut list = vec![object.clone()];
         if let Some(Entry::Objects(old)) = self.store.peek(&key) {
@@ -556,10 +599,35 @@ impl Cache {
         Some(e)
     }
 
-    /// Invalidates `key` after an unsafe request changed its resource (RFC 9111 §4.4).
+    /// Invalidates `key` after an unsafe request changed its resource (RFC 9111 §4.4), here
+    /// and in the tier behind (whose copy would otherwise be the next lookup's answer).
     pub fn invalidate(&self, key: &[u8]) {
         if self.remove(key).is_some() {
             bump(&self.stats.invalidations);
+        }
+        if let Some(t) = self.tier.get() {
+            t.purged(&Purge::Key(Bytes::copy_from_slice(key)), false);
+        }
+    }
+
+    /// Purges what `what` selects here and tells the tier behind (which tells the fleet).
+    /// Returns how many objects it touched here.
+    pub fn purge_everywhere(&self, what: Purge, soft: bool) -> u64 {
+        let n = self.purge_here(&what, soft);
+        if let Some(t) = self.tier.get() {
+            t.purged(&what, soft);
+        }
+        n
+    }
+
+    /// Purges what `what` selects in this store only.
+    pub fn purge_here(&self, what: &Purge, soft: bool) -> u64 {
+        match what {
+            Purge::Url(url) => self.purge_url(url, soft),
+            Purge::Key(key) => self.purge_key(key, soft),
+            Purge::Prefix(prefix) => self.purge_prefix(prefix, soft),
+            Purge::Tag(tag) => self.purge_tag(tag, soft),
+            Purge::All => self.purge(soft, |_, _| true),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Span export over OTLP/HTTP; off without the table.
     pub otlp: Option<OtlpConfig>,
+    /// `[cache.shared]`: the fleet's Redis (second cache tier, purge fan-out, policy
+    /// rollout, node registry); off without the table.
+    pub shared: Option<SharedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -322,6 +325,38 @@ impl Default for CacheConfig {
             name: "sluice".into(),
         }
     }
+}
+
+/// `[cache.shared]`: a Redis-compatible server shared by a fleet of nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedConfig {
+    /// `redis://`, `rediss://`, `redis-cluster://`, `redis-sentinel://` (and `valkey*`).
+    pub url: String,
+    /// Prefix of every key, so fleets (or a test) can share one server.
+    pub namespace: String,
+    /// This node's name in the fleet.
+    pub node: String,
+    /// Bound on one Redis operation; past it the request goes on without the shared tier.
+    pub timeout: Duration,
+    /// How long a node fetching a key from the origin holds the fleet-wide lock at most.
+    pub lock_lease: Duration,
+    /// Consecutive failed operations that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one operation probes the server.
+    pub breaker_open: Duration,
+    /// Bodies larger than this are stored in chunks of this size.
+    pub chunk_size: u64,
+    /// Connections to the server (commands are pipelined on each).
+    pub connections: usize,
+    /// How often this node writes its entry in the node registry.
+    pub heartbeat: Duration,
+    /// How long a canary runs a published policy before it is promoted to the fleet.
+    pub canary_window: Duration,
+    /// A canary node whose policy failures (traps, deadline, memory, invalid decisions)
+    /// over its calls exceed this rolls the rollout back.
+    pub rollback_failure_ratio: f64,
+    /// The same for 5xx responses over all responses.
+    pub rollback_5xx_ratio: f64,
 }
 
 /// `[otlp]`: one span per request, exported in batches as OTLP/HTTP protobuf.

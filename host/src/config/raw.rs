@@ -65,6 +65,31 @@ pub struct RawCache {
     pub forward_targeted: Option<bool>,
     pub x_cache: Option<bool>,
     pub name: Option<String>,
+    pub shared: Option<RawShared>,
+}
+
+/// `[cache.shared]`: the fleet's Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    pub url: String,
+    pub namespace: Option<String>,
+    pub node: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_lease: Option<std::time::Duration>,
+    pub breaker_failures: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub breaker_open: Option<std::time::Duration>,
+    pub chunk_size: Option<bytesize::ByteSize>,
+    pub connections: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub heartbeat: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub canary_window: Option<std::time::Duration>,
+    pub rollback_failure_ratio: Option<f64>,
+    pub rollback_5xx_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -267,7 +267,13 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         Some(p) => policy(p, cx)?,
     };
 
-    let cache = raw.cache.map(|c| cache(c, cx)).transpose()?;
+    let (cache, shared) = match raw.cache {
+        None => (None, None),
+        Some(mut c) => {
+            let shared = c.shared.take().map(|s| shared(s, cx)).transpose()?;
+            (Some(cache(c, cx)?), shared)
+        }
+    };
 
     let dr = RuntimeConfig::default();
     let mode = match raw.runtime.mode.as_deref() {
@@ -309,7 +315,132 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
         cache,
         runtime,
         otlp,
+        shared,
     })
+}
+
+fn shared(s: super::raw::RawShared, cx: &Ctx) -> Result<SharedConfig, ConfigError> {
+    // fred parses every form (standalone, TLS, Sentinel, Cluster); its message says why not.
+    fred::types::config::Config::from_url(&s.url).map_err(|e| {
+        cx.err(
+            "cache.shared.url",
+            format!(
+                "\"{}\" is not a Redis URL such as redis://127.0.0.1:6379 ({e})",
+                s.url
+            ),
+        )
+    })?;
+    let token = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 64
+            && v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    };
+    let namespace = s.namespace.unwrap_or_else(|| "sluice".into());
+    if !token(&namespace) {
+        return Err(cx.err(
+            "cache.shared.namespace",
+            format!("\"{namespace}\" must be 1 to 64 letters, digits, '-', '.', '_'"),
+        ));
+    }
+    let node = match s.node {
+        Some(n) => n,
+        None => default_node_name(),
+    };
+    if !token(&node) {
+        return Err(cx.err(
+            "cache.shared.node",
+            format!("\"{node}\" must be 1 to 64 letters, digits, '-', '.', '_'"),
+        ));
+    }
+    let ratio = |v: Option<f64>, d: f64, key: &str| match v {
+        None => Ok(d),
+        Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Some(_) => Err(cx.err(key, "must be between 0 and 1")),
+    };
+    let chunk_size = s.chunk_size.map_or(512 << 10, |b| b.as_u64());
+    if !(4 << 10..=64 << 20).contains(&chunk_size) {
+        return Err(cx.err("cache.shared.chunk_size", "must be between 4KiB and 64MiB"));
+    }
+    let connections = match s.connections {
+        None => 2,
+        Some(n @ 1..=64) => n as usize,
+        Some(n) => {
+            return Err(cx.err(
+                "cache.shared.connections",
+                format!("{n} is out of range 1..=64"),
+            ));
+        }
+    };
+    let breaker_failures = match s.breaker_failures {
+        None => 3,
+        Some(0) => return Err(cx.err("cache.shared.breaker_failures", "must be at least 1")),
+        Some(n) => n,
+    };
+    Ok(SharedConfig {
+        url: s.url,
+        namespace,
+        node,
+        timeout: positive(
+            s.timeout,
+            Duration::from_millis(50),
+            "cache.shared.timeout",
+            cx,
+        )?,
+        lock_lease: positive(
+            s.lock_lease,
+            Duration::from_secs(10),
+            "cache.shared.lock_lease",
+            cx,
+        )?,
+        breaker_failures,
+        breaker_open: positive(
+            s.breaker_open,
+            Duration::from_secs(1),
+            "cache.shared.breaker_open",
+            cx,
+        )?,
+        chunk_size,
+        connections,
+        heartbeat: positive(
+            s.heartbeat,
+            Duration::from_secs(1),
+            "cache.shared.heartbeat",
+            cx,
+        )?,
+        canary_window: positive(
+            s.canary_window,
+            Duration::from_secs(30),
+            "cache.shared.canary_window",
+            cx,
+        )?,
+        rollback_failure_ratio: ratio(
+            s.rollback_failure_ratio,
+            0.05,
+            "cache.shared.rollback_failure_ratio",
+        )?,
+        rollback_5xx_ratio: ratio(
+            s.rollback_5xx_ratio,
+            0.2,
+            "cache.shared.rollback_5xx_ratio",
+        )?,
+    })
+}
+
+/// The host name and process id: unique on a machine, readable in `GET /fleet`.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(48)
+        .collect();
+    format!("{host}-{}", std::process::id())
 }
 
 fn otlp(o: super::raw::RawOtlp, cx: &Ctx) -> Result<OtlpConfig, ConfigError> {

@@ -12,6 +12,7 @@ use super::bindings::{v02, v03};
 use super::store::{GuestState, RequestRep};
 use super::{HealthState, ResponseSource};
 use wasmtime::component::Resource;
+use crate::cache::Purge;
 
 /// Longest guest log line kept; longer ones are cut at a character boundary.
 const MAX_LOG_LINE: usize = 4096;
@@ -286,11 +287,15 @@ impl $($p)::+::cache::Host for GuestState {
     }
 
     fn purge_key(&mut self, key: Vec<u8>, soft: bool) -> wasmtime::Result<u64> {
-        Ok(self.cache().map_or(0, |c| c.purge_key(&key, soft)))
+        Ok(self
+            .cache()
+            .map_or(0, |c| c.purge_everywhere(Purge::Key(key.into()), soft)))
     }
 
     fn purge_tag(&mut self, tag: String, soft: bool) -> wasmtime::Result<u64> {
-        Ok(self.cache().map_or(0, |c| c.purge_tag(&tag, soft)))
+        Ok(self
+            .cache()
+            .map_or(0, |c| c.purge_everywhere(Purge::Tag(tag), soft)))
     }
 }
 
