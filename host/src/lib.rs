@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod filewatch;
+pub mod fleet;
 pub mod fuzz;
 pub mod health;
 pub mod listener;
@@ -56,6 +57,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cache.shared: {0}")]
+    Fleet(String),
 }
 
 /// A started proxy. Dropping it stops accepting (and in per-core mode ends the workers with
@@ -78,6 +81,8 @@ pub struct Running {
     cache: Option<Arc<cache::Cache>>,
     access_log: Option<Arc<logging::AccessLog>>,
     spans: Option<Arc<otlp::Exporter>>,
+    /// This node's part in a fleet (`[cache.shared]`); its tasks stop when this drops.
+    fleet: Option<FleetGuard>,
     /// The module file being watched and its watcher (replaced when a reload changes the
     /// file or turns watching on or off).
     policy_watcher: std::sync::Mutex<PolicyWatcher>,
@@ -88,6 +93,15 @@ pub struct Running {
     config_reloaded: watch::Sender<u64>,
     /// Per-core mode's worker threads (declared last: they stop after the rest is dropped).
     workers: Option<listener::workers::Workers>,
+}
+
+/// Stops the fleet's tasks when the [`Running`] holding it goes.
+struct FleetGuard(Arc<fleet::Fleet>);
+
+impl Drop for FleetGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// What a config reload replaces, under one lock.
@@ -171,11 +185,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     let spans = config.otlp.as_ref().map(otlp::Exporter::start);
+    let mode = match config.runtime.mode {
+        config::RuntimeMode::PerCore => config.runtime.workers,
+        config::RuntimeMode::Shared => 0,
+    };
+    let listener_stats_list = Arc::new(metrics::ListenerList::from_pointee(Vec::new()));
+    let fleet = match (&config.shared, &cache) {
+        (Some(s), Some(c)) => Some(
+            fleet::Fleet::start(s.clone(), c.clone(), policy.clone(), listener_stats_list.clone())
+                .map_err(|e| StartError::Fleet(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let proxy = Arc::new(proxy::Proxy::new(
         &config,
         pools.clone(),
         policy.clone(),
         cache.clone(),
+        fleet.clone(),
         access_log.clone(),
         spans.clone(),
     ));
@@ -183,13 +210,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (drain_tx, drain_rx) = mpsc::channel(1);
 
     // Per-core mode: every listener gets one SO_REUSEPORT socket per worker.
-    let workers = match config.runtime.mode {
-        config::RuntimeMode::PerCore => config.runtime.workers,
-        config::RuntimeMode::Shared => 0,
-    };
+    let workers = mode;
     let mut listeners = ListenerSet::new(workers);
     let plan = listeners.prepare(&config.listeners)?;
-    let listener_stats = Arc::new(metrics::ListenerList::from_pointee(plan.stats()));
+    let listener_stats = listener_stats_list;
+    listener_stats.store(Arc::new(plan.stats()));
 
     let reloads = Arc::new(metrics::Reloads::default());
     let admin_addr = match &config.admin {
@@ -211,6 +236,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 access_log.clone(),
             );
             state.spans = spans.clone();
+            state.fleet = fleet.clone();
             tokio::spawn(admin::run(
                 tcp,
                 a.clone(),
@@ -270,6 +296,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         cache,
         access_log,
         spans,
+        fleet: fleet.map(FleetGuard),
         reloads,
         config_reloaded: watch::Sender::new(0),
         workers: threads,
@@ -348,6 +375,7 @@ impl Running {
             self.pools.clone(),
             self.policy.clone(),
             self.cache.clone(),
+            self.fleet.as_ref().map(|f| f.0.clone()),
             self.access_log.clone(),
             self.spans.clone(),
         ));
@@ -382,6 +410,9 @@ impl Running {
         }
         if old.otlp != config.otlp {
             need_restart.push("[otlp]");
+        }
+        if old.shared != config.shared {
+            need_restart.push("[cache.shared]");
         }
         live.config = config.clone();
         Ok((changes, need_restart))
@@ -456,6 +487,9 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish, closes idle connections; waits at
     /// most `timeouts.shutdown_grace`.
     pub async fn shutdown(mut self) -> ShutdownOutcome {
+        if let Some(f) = &self.fleet {
+            f.0.close().await;
+        }
         let _ = self.shutdown.send(true);
         self.drain_tx = None;
         let grace = self.live().config.timeouts.shutdown_grace;

@@ -13,7 +13,13 @@
 //! - `GET /stats`: cache counters, entries and bytes (`"cache": null` without a cache);
 //! - `GET /metrics`: Prometheus metrics (`metrics.rs`);
 //! - `POST /cache/purge`: JSON `{"url"|"key"|"prefix"|"tag": "...", "soft": bool}` or
-//!   `{"all": true}`; answers `{"purged": N, "soft": bool}`.
+//!   `{"all": true}`; answers `{"purged": N, "soft": bool}`, and with `[cache.shared]`
+//!   `"fleet": {"sent": bool, "error": ..}` once the shared tier is purged and every other
+//!   node told;
+//! - `GET /fleet` (with `[cache.shared]`): the nodes of the fleet, their revision and
+//!   health, and the policy rollout;
+//! - `POST /fleet/policy?canary=PERCENT&window=SECONDS`: the body is a component to publish
+//!   to the fleet (checked here first; canary share of the nodes, then all).
 
 mod metrics;
 mod status;
@@ -47,6 +53,8 @@ pub struct AdminState {
     pub access_log: Option<Arc<crate::logging::AccessLog>>,
     /// Span export, when `[otlp]` is on.
     pub spans: Option<Arc<crate::otlp::Exporter>>,
+    /// The fleet, when `[cache.shared]` is on.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The status page's ring of samples.
     history: status::History,
 }
@@ -71,6 +79,7 @@ impl AdminState {
             reloads,
             access_log,
             spans: None,
+            fleet: None,
             history: status::History::default(),
         }
     }
@@ -199,21 +208,34 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
             );
             r
         }
+        (&Method::GET, "/fleet") => match &state.fleet {
+            None => error(StatusCode::NOT_FOUND, "no fleet: [cache.shared] is not configured"),
+            Some(f) => match f.registry().await {
+                Ok(v) => ok_json(&v),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+            },
+        },
+        (&Method::POST, "/fleet/policy") => {
+            let Some(fleet) = state.fleet.clone() else {
+                return error(StatusCode::NOT_FOUND, "no fleet: [cache.shared] is not configured");
+            };
+            let (percent, window) = match rollout_params(req.uri().query().unwrap_or("")) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            let body = match upload(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match fleet.publish(body.to_vec(), percent, window).await {
+                Ok(r) => ok_json(&r),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+            }
+        }
         (&Method::PUT, "/policy") => {
-            use http_body_util::BodyExt;
-            let body = match http_body_util::Limited::new(req.into_body(), MAX_UPLOAD)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let status = if e.is::<http_body_util::LengthLimitError>() {
-                        StatusCode::PAYLOAD_TOO_LARGE
-                    } else {
-                        StatusCode::BAD_REQUEST
-                    };
-                    return error(status, &format!("reading the upload: {e}"));
-                }
+            let body = match upload(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
             };
             match state.policy.upload(body.to_vec()).await {
                 Ok(info) => ok_json(&info),
@@ -227,6 +249,7 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
         (&Method::GET, "/stats") => {
             let mut stats = serde_json::json!({
                 "cache": state.cache.as_ref().map(|c| c.stats_json()),
+                "shared": state.fleet.as_ref().map(|f| f.stats_json()),
             });
             if let Some((count, bytes)) = crate::alloc_count::snapshot() {
                 stats["allocations"] = serde_json::json!({ "count": count, "bytes": bytes });
@@ -245,14 +268,26 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
                 Ok(b) => b.to_bytes(),
                 Err(e) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
             };
-            match purge(cache, &body) {
-                Ok(v) => ok_json(&v),
-                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            let (what, soft) = match purge_request(&body) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            let mut answer = serde_json::json!({
+                "purged": cache.purge_here(&what, soft),
+                "soft": soft,
+            });
+            if let Some(f) = &state.fleet {
+                answer["fleet"] = match f.purge(&what, soft).await {
+                    Ok(()) => serde_json::json!({ "sent": true }),
+                    Err(e) => serde_json::json!({ "sent": false, "error": e }),
+                };
             }
+            ok_json(&answer)
         }
         (
             _,
             "/health" | "/policy" | "/policy/rollback" | "/pools" | "/stats" | "/cache/purge"
+            | "/fleet" | "/fleet/policy"
             | "/metrics" | "/status" | "/",
         ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -279,8 +314,58 @@ struct PurgeRequest {
     soft: bool,
 }
 
-/// `POST /cache/purge`.
-fn purge(cache: &Cache, body: &[u8]) -> Result<serde_json::Value, String> {
+/// Reads an uploaded component (at most [`MAX_UPLOAD`]), or the error response.
+async fn upload(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), MAX_UPLOAD)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            let status = if e.is::<http_body_util::LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Err(error(status, &format!("reading the upload: {e}")))
+        }
+    }
+}
+
+/// `canary=PERCENT` (1..=100, default 100) and `window=SECONDS` of `POST /fleet/policy`.
+fn rollout_params(query: &str) -> Result<(u8, Option<Duration>), String> {
+    let mut percent = 100;
+    let mut window = None;
+    for (k, v) in query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+    {
+        match k {
+            "canary" => {
+                percent = v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| (1..=100).contains(p))
+                    .ok_or_else(|| format!("canary={v}: give a percentage of nodes, 1 to 100"))?;
+            }
+            "window" => {
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0 && *s <= 86400.0)
+                    .ok_or_else(|| format!("window={v}: give seconds, more than 0 and at most 86400"))?;
+                window = Some(Duration::from_secs_f64(secs));
+            }
+            other => return Err(format!("unknown parameter {other:?} (canary, window)")),
+        }
+    }
+    Ok((percent, window))
+}
+
+/// The selector of a `POST /cache/purge` body.
+fn purge_request(body: &[u8]) -> Result<(Purge, bool), String> {
     let r: PurgeRequest = serde_json::from_slice(body).map_err(|e| {
         format!(
             "the body must be JSON such as {{\"url\": \"https://example.com/a\"}}, {{\"key\": ..}}, {{\"prefix\": ..}}, {{\"tag\": ..}} or {{\"all\": true}}, with optional \"soft\": true: {e}"
@@ -316,8 +401,7 @@ fn purge(cache: &Cache, body: &[u8]) -> Result<serde_json::Value, String> {
     } else {
         Purge::All
     };
-    let purged = cache.purge_everywhere(what, soft);
-    Ok(serde_json::json!({ "purged": purged, "soft": soft }))
+    Ok((what, soft))
 }
 
 /// `GET /pools`.

@@ -446,6 +446,7 @@ impl Cache {
             cache: self.clone(),
             key,
             tx,
+            held: None,
         })
     }
 
@@ -673,6 +674,15 @@ pub struct Leader {
     cache: Arc<Cache>,
     key: Bytes,
     tx: watch::Sender<Option<Arc<Streaming>>>,
+    /// Held as long as the flight (the shared tier's fleet-wide lock on the key).
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Leader {
+    /// Keeps `guard` until the flight ends.
+    pub fn hold(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        self.held = Some(guard);
+    }
 }
 
 impl Drop for Leader {

@@ -94,7 +94,7 @@ impl PolicyRequest {
 #[error("{0}")]
 pub struct LoadError(pub String);
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()

@@ -280,6 +280,24 @@ impl PolicyRuntime {
         self.publish(bytes, config, "admin upload".into()).await
     }
 
+    /// [`PolicyRuntime::upload`] with the bytes' source named (`fleet rollout`, ...).
+    pub async fn upload_from(&self, bytes: Vec<u8>, source: &str) -> Result<RevisionInfo, LoadError> {
+        let config = self.active.load().config.clone();
+        self.publish(bytes, config, source.into()).await
+    }
+
+    /// Loads and rehearses `bytes` as an upload would, without making them active (and
+    /// without the cache: a check never purges).
+    pub async fn check(&self, bytes: Vec<u8>) -> Result<(), LoadError> {
+        let config = self.active.load().config.clone();
+        let upstreams = self.upstreams.clone();
+        tokio::task::spawn_blocking(move || {
+            build(&bytes, config, "the check".into(), 0, upstreams, None).map(drop)
+        })
+        .await
+        .map_err(|e| LoadError(format!("checking the revision: {e}")))?
+    }
+
     async fn publish(
         &self,
         bytes: Vec<u8>,

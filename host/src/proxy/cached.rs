@@ -291,6 +291,9 @@ impl Proxy {
         };
         let dirs = &c.facts.directives;
         let mut collapsed = false;
+        // The shared tier is asked once per request, by the request leading the key's fetch.
+        let mut shared_asked = self.fleet.is_none();
+        let mut shared_hit = false;
         loop {
             let now = Instant::now();
             let (obj, why) = match c.cache.lookup(&c.key, req.headers()) {
@@ -310,6 +313,7 @@ impl Proxy {
                         let st = Status {
                             hit: true,
                             collapsed,
+                            detail: shared_hit.then_some("shared"),
                             ..Status::default()
                         };
                         return Ok((self.serve(&c, &out, req.headers(), &obj, st, false), None));
@@ -375,6 +379,26 @@ impl Proxy {
             }
             let keep = Keep::Whole;
             match c.cache.join(&c.key) {
+                Ok(mut leader) if !shared_asked && obj.is_none() => {
+                    shared_asked = true;
+                    let fleet = self.fleet.as_ref().expect("asked only with a fleet");
+                    match fleet.find_or_lock(&c.key, req.headers()).await {
+                        crate::fleet::Shared::Hit(object) => {
+                            // Stored here, the flight ends: this request and those waiting
+                            // on it find it in the memory cache.
+                            c.cache.insert_from_tier(c.key.clone(), *object);
+                            drop(leader);
+                            shared_hit = true;
+                            continue;
+                        }
+                        crate::fleet::Shared::Fetch(lock) => {
+                            if let Some(lock) = lock {
+                                leader.hold(Box::new(lock));
+                            }
+                            return self.fetch(&c, &out, req, obj, Some(leader), st, keep).await;
+                        }
+                    }
+                }
                 Ok(leader) => return self.fetch(&c, &out, req, obj, Some(leader), st, keep).await,
                 Err(flight) if !collapsed => {
                     collapsed = true;

@@ -150,6 +150,8 @@ pub struct Proxy {
     spans: Option<Arc<crate::otlp::Exporter>>,
     via: ViaValues,
     cache: Option<Arc<Cache>>,
+    /// The shared cache tier behind `cache` (`[cache.shared]`).
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Proxy {
@@ -158,6 +160,7 @@ impl Proxy {
         pools: Arc<PoolTable>,
         policy: Arc<PolicyRuntime>,
         cache: Option<Arc<Cache>>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
         access_log: Option<Arc<crate::logging::AccessLog>>,
         spans: Option<Arc<crate::otlp::Exporter>>,
     ) -> Proxy {
@@ -165,6 +168,7 @@ impl Proxy {
             pools,
             policy,
             cache,
+            fleet,
             via: ViaValues::new(&config.proxy.via_name),
             settings: config.proxy.clone(),
             timeouts: config.timeouts,
