@@ -218,6 +218,9 @@ pub struct Fleet {
     rollout: Mutex<Option<rollout::NodeRollout>>,
     started_ms: u64,
     stop: watch::Sender<bool>,
+    /// Held while writing the registry entry; `true` once the node has left it, so no
+    /// heartbeat in flight puts it back.
+    left: tokio::sync::Mutex<bool>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -292,6 +295,7 @@ impl Fleet {
             rollout: Mutex::new(None),
             started_ms: unix_ms(),
             stop,
+            left: tokio::sync::Mutex::new(false),
         });
         cache.set_tier(Arc::new(tier::Hook(Arc::downgrade(&fleet))));
         tokio::spawn(events::follow(fleet.clone(), fleet.stop.subscribe()));
@@ -312,6 +316,8 @@ impl Fleet {
     /// [`Fleet::stop`], and takes this node out of the registry.
     pub async fn close(&self) {
         self.stop();
+        let mut left = self.left.lock().await;
+        *left = true;
         if let Some(c) = self.client() {
             let _: Option<i64> = self
                 .run(c.hdel(self.keys.nodes(), self.cfg.node.as_str()))

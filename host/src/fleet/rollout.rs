@@ -357,11 +357,16 @@ impl Fleet {
 
     /// Writes this node's registry entry.
     async fn beat(&self) {
+        let left = self.left.lock().await;
+        if *left {
+            return;
+        }
         let Some(c) = self.client() else { return };
         let json = serde_json::to_string(&self.entry()).expect("an entry serialises");
         let _: Option<i64> = self
             .run(c.hset(self.keys.nodes(), (self.cfg.node.as_str(), json)))
             .await;
+        drop(left);
     }
 }
 
