@@ -192,8 +192,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener_stats_list = Arc::new(metrics::ListenerList::from_pointee(Vec::new()));
     let fleet = match (&config.shared, &cache) {
         (Some(s), Some(c)) => Some(
-            fleet::Fleet::start(s.clone(), c.clone(), policy.clone(), listener_stats_list.clone())
-                .map_err(|e| StartError::Fleet(e.to_string()))?,
+            fleet::Fleet::start(
+                s.clone(),
+                c.clone(),
+                policy.clone(),
+                listener_stats_list.clone(),
+            )
+            .map_err(|e| StartError::Fleet(e.to_string()))?,
         ),
         _ => None,
     };

@@ -17,6 +17,7 @@ const CRATE_LAYERS: &[&[&str]] = &[
     &["config", "metrics"],
     &["cache", "logging", "otlp", "upstream"],
     &["health", "policy"],
+    &["fleet"],
     &["proxy"],
     &["listener"],
     &[ROOT],

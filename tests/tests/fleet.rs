@@ -162,6 +162,12 @@ async fn origin() -> Origin {
     .await
 }
 
+async fn metrics_text(p: &TestProxy) -> String {
+    let mut c = h1(p.admin.unwrap()).await;
+    let r = send(&mut c, get("/metrics", "admin")).await;
+    String::from_utf8(body_bytes(r).await.to_vec()).unwrap()
+}
+
 fn big_body() -> Vec<u8> {
     (0..(3 << 19)).map(|i: u32| (i % 251) as u8).collect()
 }
@@ -174,13 +180,19 @@ async fn get_on(p: &TestProxy, path: &str, headers: &[(&str, &str)]) -> (u16, St
     }
     let resp = send(&mut c, req.body(full("")).unwrap()).await;
     let status = resp.status().as_u16();
-    let cs = header(&resp, "cache-status").unwrap_or_default().to_string();
+    let cs = header(&resp, "cache-status")
+        .unwrap_or_default()
+        .to_string();
     (status, cs, body_bytes(resp).await.to_vec())
 }
 
 fn unique(what: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{what}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +212,18 @@ async fn a_response_cached_through_one_node_is_a_shared_hit_on_another() {
     assert_eq!((s, &body[..]), (200, &b"body of /x"[..]));
     assert!(cs.contains("hit") && cs.contains("detail=shared"), "{cs}");
     assert_eq!(origin.hits(), 1, "node b did not go to the origin");
+    let metrics = metrics_text(&b).await;
+    if let Err(said) = promtool(&metrics) {
+        panic!("promtool: {said}\n{metrics}");
+    }
+    assert!(
+        metrics.contains("sluice_cache_shared_total{event=\"hits\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_cache_shared_breaker{state=\"closed\"} 1\n"),
+        "{metrics}"
+    );
     // Now in b's memory cache: a plain hit, without redis.
     let (_, cs, _) = get_on(&b, "/x", &[]).await;
     assert!(cs.contains("hit") && !cs.contains("shared"), "{cs}");
@@ -209,7 +233,11 @@ async fn a_response_cached_through_one_node_is_a_shared_hit_on_another() {
     assert_eq!((s, body.len()), (200, 3 << 19));
     wait_stats(&b, "node b writes /big", |s| s["stores"] == 1).await;
     let chunks = redis.cli(&["--scan", "--pattern", &format!("{ns}:v1:o:*:c:*")]);
-    assert_eq!(chunks.lines().count(), 6, "1.5 MiB in 256 KiB chunks: {chunks}");
+    assert_eq!(
+        chunks.lines().count(),
+        6,
+        "1.5 MiB in 256 KiB chunks: {chunks}"
+    );
     let (_, cs, body) = get_on(&a, "/big", &[]).await;
     assert!(cs.contains("detail=shared"), "{cs}");
     assert!(body == big_body(), "the chunked body came back different");
@@ -274,7 +302,10 @@ async fn one_origin_fetch_for_a_key_across_nodes() {
             (r.status(), body_bytes(r).await)
         }));
     }
-    wait_stats(&b, "node b waits on node a's lock", |s| s["lock_waits"] == 1).await;
+    wait_stats(&b, "node b waits on node a's lock", |s| {
+        s["lock_waits"] == 1
+    })
+    .await;
     gate.send_replace(true);
     for c in clients {
         let (status, body) = guarded("a client gets its answer", c).await.unwrap();
@@ -282,7 +313,14 @@ async fn one_origin_fetch_for_a_key_across_nodes() {
     }
     assert_eq!(origin.hits(), 1, "20 clients on 2 nodes, one origin fetch");
     let s = shared_stats(&b).await;
-    assert_eq!((s["lock_wait_hits"].as_u64(), s["lock_wait_timeouts"].as_u64()), (Some(1), Some(0)), "{s}");
+    assert_eq!(
+        (
+            s["lock_wait_hits"].as_u64(),
+            s["lock_wait_timeouts"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{s}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +357,11 @@ async fn a_purge_on_one_node_reaches_every_node() {
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["fleet"]["sent"], true, "{json}");
     assert_eq!(json["purged"], 2, "{json}");
-    assert_eq!(redis.heads(&ns), Vec::<String>::new(), "the tag purge left objects in redis");
+    assert_eq!(
+        redis.heads(&ns),
+        Vec::<String>::new(),
+        "the tag purge left objects in redis"
+    );
     let started = Instant::now();
     for n in [&nodes[0], &nodes[2]] {
         guarded("the purge reaches the node", async {
@@ -349,7 +391,11 @@ async fn a_purge_on_one_node_reaches_every_node() {
         format!(r#"{{"url": "http://{HOST}/y"}}"#).into_bytes(),
     )
     .await;
-    assert_eq!((status, &json["fleet"]["sent"]), (StatusCode::OK, &Value::Bool(true)), "{json}");
+    assert_eq!(
+        (status, &json["fleet"]["sent"]),
+        (StatusCode::OK, &Value::Bool(true)),
+        "{json}"
+    );
     guarded("the URL purge reaches node b", async {
         loop {
             let (_, cs, _) = get_on(&nodes[1], "/y", &[]).await;
@@ -379,7 +425,12 @@ async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced() {
     assert_eq!(heads.len(), 1, "{heads:?}");
     let head = heads[0].as_str();
     // What another version (or a bug) could leave there.
-    assert_eq!(redis.cli(&["SET", head, "SLC\x09garbage", "KEEPTTL"]).trim(), "OK");
+    assert_eq!(
+        redis
+            .cli(&["SET", head, "SLC\x09garbage", "KEEPTTL"])
+            .trim(),
+        "OK"
+    );
 
     let (s, cs, body) = get_on(&b, "/x", &[]).await;
     assert_eq!((s, &body[..]), (200, &b"body of /x"[..]));
@@ -445,11 +496,17 @@ async fn killing_redis_under_load_fails_no_request() {
     let n = done.load(Ordering::Relaxed);
     guarded("load runs with redis down", at(n + 3_000)).await;
     let s = shared_stats(&a).await;
-    assert!(s["skipped"].as_u64().unwrap() + s["errors"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        s["skipped"].as_u64().unwrap() + s["errors"].as_u64().unwrap() > 0,
+        "{s}"
+    );
     assert_ne!(s["state"], "closed", "{s}");
     redis.spawn().await;
     for p in [&a, &b] {
-        wait_stats(p, "the node reconnects by itself", |s| s["state"] == "closed").await;
+        wait_stats(p, "the node reconnects by itself", |s| {
+            s["state"] == "closed"
+        })
+        .await;
     }
     let n = done.load(Ordering::Relaxed);
     guarded("load runs with redis back", at(n + 2_000)).await;
@@ -495,14 +552,27 @@ async fn a_policy_published_on_one_node_serves_on_every_node() {
     let before = policy_status(b.admin.unwrap()).await["active"]["sha256"].clone();
 
     // Not a component: refused by the publishing node, nothing reaches the fleet.
-    let (status, json) =
-        admin_call(a.admin.unwrap(), "POST", "/fleet/policy", b"not wasm".to_vec()).await;
+    let (status, json) = admin_call(
+        a.admin.unwrap(),
+        "POST",
+        "/fleet/policy",
+        b"not wasm".to_vec(),
+    )
+    .await;
     assert_eq!(status, 422, "{json}");
     assert!(fleet(&a).await["rollout"].is_null());
-    let (status, json) =
-        admin_call(a.admin.unwrap(), "POST", "/fleet/policy?canary=0", Vec::new()).await;
+    let (status, json) = admin_call(
+        a.admin.unwrap(),
+        "POST",
+        "/fleet/policy?canary=0",
+        Vec::new(),
+    )
+    .await;
     assert_eq!(status, 400, "{json}");
-    assert!(json["error"].as_str().unwrap().contains("canary=0"), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("canary=0"),
+        "{json}"
+    );
 
     let bytes = std::fs::read(guests::SWAP_B).unwrap();
     let (status, json) = admin_call(a.admin.unwrap(), "POST", "/fleet/policy", bytes).await;
@@ -539,7 +609,12 @@ async fn a_policy_published_on_one_node_serves_on_every_node() {
     })
     .await;
     assert_eq!(f["node"], "b");
-    let names: Vec<&str> = f["nodes"].as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap()).collect();
+    let names: Vec<&str> = f["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(f["rollout"]["sha256"], sha.as_str());
 
@@ -549,7 +624,14 @@ async fn a_policy_published_on_one_node_serves_on_every_node() {
     // A node that shuts down leaves the registry.
     c.running.shutdown().await;
     let f = fleet(&a).await;
-    assert!(f["nodes"].as_array().unwrap().iter().all(|n| n["node"] != "c"), "{f}");
+    assert!(
+        f["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["node"] != "c"),
+        "{f}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

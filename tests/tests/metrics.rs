@@ -5,7 +5,6 @@
 
 use sluice_tests::*;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
 /// A scrape: its content type and text.
@@ -48,35 +47,6 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// `# TYPE name kind` is in the text.
 fn has_type(text: &str, name: &str, kind: &str) -> bool {
     text.lines().any(|l| l == format!("# TYPE {name} {kind}"))
-}
-
-/// Runs `promtool check metrics` on `text`; its complaints, if it has any.
-fn promtool(text: &str) -> Result<(), String> {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool ({e}): install it with .ci/install-promtool.sh (Debian: prometheus)")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match out.status.success() && said.trim().is_empty() {
-        true => Ok(()),
-        false => Err(said),
-    }
 }
 
 #[tokio::test]

@@ -101,6 +101,7 @@ impl Collector for Scrape {
         enc_pools(&mut enc, s)?;
         enc_policy(&mut enc, s)?;
         enc_cache(&mut enc, s)?;
+        enc_shared(&mut enc, s)?;
         enc_reloads(&mut enc, s)?;
         enc_access_log(&mut enc, s)?;
         enc_spans(&mut enc, s)?;
@@ -442,6 +443,39 @@ fn enc_cache(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
         family(enc, &name, help, unit, vec![(Vec::new(), value)])?;
     }
     Ok(())
+}
+
+fn enc_shared(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
+    let Some(fleet) = &s.fleet else {
+        return Ok(());
+    };
+    // The same figures as `GET /stats`' "shared".
+    let stats = fleet.stats.json();
+    let rows = stats
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((labels([("event", k.as_str())]), V::Counter(v.as_u64()?))))
+        .collect();
+    family(
+        enc,
+        "sluice_cache_shared",
+        "The shared cache tier (Redis): hits, misses, stores, operations skipped (breaker open or no connection) and failed, undecodable values, fetch locks, purges sent and events received (see GET /stats).",
+        None,
+        rows,
+    )?;
+    let state = fleet.state();
+    let rows = ["closed", "open", "disconnected"]
+        .iter()
+        .map(|st| (labels([("state", st)]), V::Gauge((*st == state) as i64)))
+        .collect();
+    family(
+        enc,
+        "sluice_cache_shared_breaker",
+        "1 for the shared tier's state: closed (in use), open (failing, skipped), disconnected.",
+        None,
+        rows,
+    )
 }
 
 fn enc_reloads(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {

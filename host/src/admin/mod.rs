@@ -209,7 +209,10 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
             r
         }
         (&Method::GET, "/fleet") => match &state.fleet {
-            None => error(StatusCode::NOT_FOUND, "no fleet: [cache.shared] is not configured"),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no fleet: [cache.shared] is not configured",
+            ),
             Some(f) => match f.registry().await {
                 Ok(v) => ok_json(&v),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
@@ -217,7 +220,10 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
         },
         (&Method::POST, "/fleet/policy") => {
             let Some(fleet) = state.fleet.clone() else {
-                return error(StatusCode::NOT_FOUND, "no fleet: [cache.shared] is not configured");
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "no fleet: [cache.shared] is not configured",
+                );
             };
             let (percent, window) = match rollout_params(req.uri().query().unwrap_or("")) {
                 Ok(p) => p,
@@ -287,8 +293,7 @@ async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> Response<Ful
         (
             _,
             "/health" | "/policy" | "/policy/rollback" | "/pools" | "/stats" | "/cache/purge"
-            | "/fleet" | "/fleet/policy"
-            | "/metrics" | "/status" | "/",
+            | "/fleet" | "/fleet/policy" | "/metrics" | "/status" | "/",
         ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"error":"method not allowed"}"#.into(),
@@ -355,7 +360,9 @@ fn rollout_params(query: &str) -> Result<(u8, Option<Duration>), String> {
                     .parse::<f64>()
                     .ok()
                     .filter(|s| *s > 0.0 && *s <= 86400.0)
-                    .ok_or_else(|| format!("window={v}: give seconds, more than 0 and at most 86400"))?;
+                    .ok_or_else(|| {
+                        format!("window={v}: give seconds, more than 0 and at most 86400")
+                    })?;
                 window = Some(Duration::from_secs_f64(secs));
             }
             other => return Err(format!("unknown parameter {other:?} (canary, window)")),

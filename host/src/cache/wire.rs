@@ -43,7 +43,11 @@ pub enum WireError {
 pub enum Body {
     Inline(Bytes),
     /// In `count` values of its own (`length` bytes in all), named by `id`.
-    Chunks { id: u64, count: u32, length: u64 },
+    Chunks {
+        id: u64,
+        count: u32,
+        length: u64,
+    },
 }
 
 /// One stored variant as the shared tier holds it.
@@ -360,11 +364,15 @@ mod tests {
             assert_eq!(a.vary, b.vary);
             assert_eq!(a.headers, b.headers);
             assert_eq!(a.body, b.body);
-            assert_eq!((a.lifetime, a.age, a.written_ms), (b.lifetime, b.age, b.written_ms));
+            assert_eq!(
+                (a.lifetime, a.age, a.written_ms),
+                (b.lifetime, b.age, b.written_ms)
+            );
         }
-        let object = back[0]
-            .clone()
-            .into_object(Bytes::from_static(b"hello"), 10, &CacheConfig::default());
+        let object =
+            back[0]
+                .clone()
+                .into_object(Bytes::from_static(b"hello"), 10, &CacheConfig::default());
         assert!(object.is_fresh(Instant::now()));
         assert_eq!(&object.body[..], b"hello");
         assert!(back[0].keep_for(&CacheConfig::default()) <= Duration::from_secs(57));
@@ -379,10 +387,19 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(decode(&Bytes::from(longer)), Err(WireError::Malformed)));
+        assert!(matches!(
+            decode(&Bytes::from(longer)),
+            Err(WireError::Malformed)
+        ));
         let mut other = bytes.clone();
         other[3] = VERSION + 1;
-        assert!(matches!(decode(&Bytes::from(other)), Err(WireError::Version)));
-        assert!(matches!(decode(&Bytes::from_static(b"junk")), Err(WireError::Malformed)));
+        assert!(matches!(
+            decode(&Bytes::from(other)),
+            Err(WireError::Version)
+        ));
+        assert!(matches!(
+            decode(&Bytes::from_static(b"junk")),
+            Err(WireError::Malformed)
+        ));
     }
 }

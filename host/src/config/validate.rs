@@ -320,6 +320,23 @@ fn build(raw: RawConfig, cx: &Ctx) -> Result<Config, ConfigError> {
 }
 
 fn shared(s: super::raw::RawShared, cx: &Ctx) -> Result<SharedConfig, ConfigError> {
+    let scheme = s.url.split_once("://").map_or("", |(scheme, _)| scheme);
+    let known = ["redis", "valkey"].iter().any(|base| {
+        ["", "s"].iter().any(|tls| {
+            ["", "-cluster", "-sentinel"]
+                .iter()
+                .any(|form| scheme == format!("{base}{tls}{form}"))
+        })
+    });
+    if !known {
+        return Err(cx.err(
+            "cache.shared.url",
+            format!(
+                "\"{}\" is not a Redis URL such as redis://127.0.0.1:6379 (schemes: redis, rediss, redis-cluster, redis-sentinel, and their valkey forms)",
+                s.url
+            ),
+        ));
+    }
     // fred parses every form (standalone, TLS, Sentinel, Cluster); its message says why not.
     fred::types::config::Config::from_url(&s.url).map_err(|e| {
         cx.err(
@@ -333,8 +350,7 @@ fn shared(s: super::raw::RawShared, cx: &Ctx) -> Result<SharedConfig, ConfigErro
     let token = |v: &str| {
         !v.is_empty()
             && v.len() <= 64
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
     };
     let namespace = s.namespace.unwrap_or_else(|| "sluice".into());
@@ -420,11 +436,7 @@ fn shared(s: super::raw::RawShared, cx: &Ctx) -> Result<SharedConfig, ConfigErro
             0.05,
             "cache.shared.rollback_failure_ratio",
         )?,
-        rollback_5xx_ratio: ratio(
-            s.rollback_5xx_ratio,
-            0.2,
-            "cache.shared.rollback_5xx_ratio",
-        )?,
+        rollback_5xx_ratio: ratio(s.rollback_5xx_ratio, 0.2, "cache.shared.rollback_5xx_ratio")?,
     })
 }
 
@@ -437,7 +449,13 @@ fn default_node_name() -> String {
         .unwrap_or_else(|| "node".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(48)
         .collect();
     format!("{host}-{}", std::process::id())

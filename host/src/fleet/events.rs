@@ -60,15 +60,10 @@ impl Fleet {
         let mut all: Vec<(&str, Bytes)> = vec![("node", Bytes::from(self.cfg.node.clone()))];
         all.extend(fields);
         let id: Option<String> = self
-            .run(c.xadd(
-                self.keys.events(),
-                false,
-                ("MAXLEN", "~", KEEP),
-                "*",
-                all,
-            ))
+            .run(c.xadd(self.keys.events(), false, ("MAXLEN", "~", KEEP), "*", all))
             .await;
-        id.map(|_| ()).ok_or_else(|| "the event was not sent".to_string())
+        id.map(|_| ())
+            .ok_or_else(|| "the event was not sent".to_string())
     }
 
     pub(super) async fn announce_purge(&self, what: &Purge, soft: bool) -> Result<(), String> {
@@ -128,8 +123,10 @@ pub(super) async fn follow(fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
         let Some(from) = last.clone() else {
             // Connected for the first time: start after the newest event, and take up the
             // fleet's current policy rollout if it concerns this node.
-            let newest: Result<Vec<(String, Fields)>, _> =
-                fleet.events.xrevrange(key.as_str(), "+", "-", Some(1)).await;
+            let newest: Result<Vec<(String, Fields)>, _> = fleet
+                .events
+                .xrevrange(key.as_str(), "+", "-", Some(1))
+                .await;
             match newest {
                 Ok(v) => {
                     last = Some(v.first().map_or("0-0".into(), |(id, _)| id.clone()));
@@ -153,7 +150,10 @@ pub(super) async fn follow(fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
                     // Some of what we missed may be gone: start over from an empty cache.
                     fleet.stats.events_lost.fetch_add(1, Ordering::Relaxed);
                     let n = fleet.cache.purge_here(&Purge::All, false);
-                    tracing::warn!(purged = n, "fleet events were lost while disconnected; memory cache emptied");
+                    tracing::warn!(
+                        purged = n,
+                        "fleet events were lost while disconnected; memory cache emptied"
+                    );
                 }
             }
             fleet.rollout_event().await;

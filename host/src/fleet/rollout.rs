@@ -203,7 +203,13 @@ impl Fleet {
         let _: () = self
             .run_within(
                 deadline,
-                c.set(self.keys.policy(&sha), Bytes::from(bytes), Some(px), None, false),
+                c.set(
+                    self.keys.policy(&sha),
+                    Bytes::from(bytes),
+                    Some(px),
+                    None,
+                    false,
+                ),
             )
             .await
             .ok_or_else(|| "storing the component failed".to_string())?;
@@ -304,7 +310,8 @@ impl Fleet {
                     }
                     Err(e) => Some(e.to_string()),
                 };
-                mine = Some(self.node_rollout(&r.sha256, "rolled-back", outcome.or(r.reason.clone())));
+                mine =
+                    Some(self.node_rollout(&r.sha256, "rolled-back", outcome.or(r.reason.clone())));
             }
         } else if r.wants(&self.cfg.node) && active.sha256 != r.sha256 {
             let tried = mine
@@ -325,7 +332,12 @@ impl Fleet {
         self.beat().await;
     }
 
-    fn node_rollout(&self, sha: &str, outcome: &'static str, reason: Option<String>) -> NodeRollout {
+    fn node_rollout(
+        &self,
+        sha: &str,
+        outcome: &'static str,
+        reason: Option<String>,
+    ) -> NodeRollout {
         NodeRollout {
             sha256: sha.into(),
             outcome,
@@ -379,11 +391,17 @@ fn verdict(
     let entries = all["nodes"].as_array().cloned().unwrap_or_default();
     for node in &r.nodes {
         let Some(e) = entries.iter().find(|e| e["node"] == node.as_str()) else {
-            return Err(("halted", format!("canary node {node} is not in the registry")));
+            return Err((
+                "halted",
+                format!("canary node {node} is not in the registry"),
+            ));
         };
         let ro = &e["rollout"];
         if ro["sha256"] != r.sha256.as_str() {
-            return Err(("halted", format!("canary node {node} did not report the revision")));
+            return Err((
+                "halted",
+                format!("canary node {node} did not report the revision"),
+            ));
         }
         if ro["outcome"] != "applied" {
             return Err((

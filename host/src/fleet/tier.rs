@@ -40,15 +40,16 @@ impl Drop for LockGuard {
         if let Some(token) = token {
             let h = Keys::hash(&self.key);
             let f = fleet.clone();
-            fleet.handle.spawn(async move { f.unlock(&h, &token).await });
+            fleet
+                .handle
+                .spawn(async move { f.unlock(&h, &token).await });
         }
     }
 }
 
 /// Releases a lock only if it still holds this node's token (its lease may have run out and
 /// another node taken it).
-const UNLOCK: &str =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+const UNLOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 /// The cache's tier hook: hands writes and purges to tasks on the main runtime.
 pub(super) struct Hook(pub(super) Weak<Fleet>);
@@ -315,9 +316,7 @@ impl Fleet {
         let expires = (super::unix_ms() / 1000 + keep.as_secs()) as f64;
         let px = Expiration::PX(keep.as_millis() as i64);
         let p = c.pipeline();
-        let _: Result<(), _> = p
-            .set(head_key.as_str(), value, Some(px), None, false)
-            .await;
+        let _: Result<(), _> = p.set(head_key.as_str(), value, Some(px), None, false).await;
         for t in object.tags.iter() {
             let tag_key = self.keys.tag(t);
             let _: Result<(), _> = p
@@ -331,12 +330,23 @@ impl Fleet {
                 )
                 .await;
             let _: Result<(), _> = p
-                .zremrangebyscore(tag_key.as_str(), f64::NEG_INFINITY, expires - keep.as_secs_f64() - 1.0)
+                .zremrangebyscore(
+                    tag_key.as_str(),
+                    f64::NEG_INFINITY,
+                    expires - keep.as_secs_f64() - 1.0,
+                )
                 .await;
         }
         let member = format!("{}\n{h}", object.url);
         let _: Result<(), _> = p
-            .zadd(self.keys.urls(), None, None, false, false, (expires, member))
+            .zadd(
+                self.keys.urls(),
+                None,
+                None,
+                false,
+                false,
+                (expires, member),
+            )
             .await;
         if fastrand::u8(..) < 8 {
             // Now and then, the expired members go (a sorted set cannot expire them itself).
@@ -438,11 +448,7 @@ impl Fleet {
                 ))
                 .await?;
             // Member, score, member, score...
-            out.extend(
-                page.into_iter()
-                    .step_by(2)
-                    .filter_map(|v| v.as_string()),
-            );
+            out.extend(page.into_iter().step_by(2).filter_map(|v| v.as_string()));
             if next == "0" {
                 return Some(out);
             }

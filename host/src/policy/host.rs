@@ -11,8 +11,8 @@
 use super::bindings::{v02, v03};
 use super::store::{GuestState, RequestRep};
 use super::{HealthState, ResponseSource};
-use wasmtime::component::Resource;
 use crate::cache::Purge;
+use wasmtime::component::Resource;
 
 /// Longest guest log line kept; longer ones are cut at a character boundary.
 const MAX_LOG_LINE: usize = 4096;

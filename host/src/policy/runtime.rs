@@ -281,7 +281,11 @@ impl PolicyRuntime {
     }
 
     /// [`PolicyRuntime::upload`] with the bytes' source named (`fleet rollout`, ...).
-    pub async fn upload_from(&self, bytes: Vec<u8>, source: &str) -> Result<RevisionInfo, LoadError> {
+    pub async fn upload_from(
+        &self,
+        bytes: Vec<u8>,
+        source: &str,
+    ) -> Result<RevisionInfo, LoadError> {
         let config = self.active.load().config.clone();
         self.publish(bytes, config, source.into()).await
     }
