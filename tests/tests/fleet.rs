@@ -24,10 +24,16 @@ struct Redis {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Extra arguments (cluster mode).
+    args: Vec<String>,
 }
 
 impl Redis {
     async fn start() -> Redis {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(args: &[&str]) -> Redis {
         // redis-server binds its own socket: take a free port from the kernel first.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -38,6 +44,7 @@ impl Redis {
             port,
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         r.spawn().await;
         r
@@ -49,6 +56,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -713,4 +721,105 @@ async fn a_canary_that_fails_is_rolled_back_and_a_good_one_promoted() {
         wait_revision(p, &sha).await;
     }
     assert_eq!(fleet(&a).await["rollout"]["stage"], "fleet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_a_redis_cluster() {
+    // Three masters, no replicas: the smallest Redis Cluster.
+    let cluster_args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Redis::start_with(&cluster_args).await);
+    }
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|r| format!("127.0.0.1:{}", r.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    guarded("the cluster is up", async {
+        while !servers
+            .iter()
+            .all(|r| r.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    let url = format!(
+        "redis-cluster://{}?node={}&node={}",
+        addrs[0], addrs[1], addrs[2]
+    );
+    let origin = origin().await;
+    let ns = unique("cluster");
+    let start = |name: &'static str| {
+        let (url, ns) = (url.clone(), ns.clone());
+        let origin = &origin;
+        async move {
+            let p = ProxyBuilder::for_origin(origin)
+                .admin(None)
+                .toml(&format!(
+                    "[cache]\ncapacity = \"64MiB\"\n[cache.shared]\nurl = \"{url}\"\nnamespace = \"{ns}\"\nnode = \"{name}\"\nheartbeat = \"100ms\"\nchunk_size = \"256KiB\""
+                ))
+                .start()
+                .await;
+            wait_stats(&p, "the node connects to the cluster", |s| {
+                s["state"] == "closed"
+            })
+            .await;
+            p
+        }
+    };
+    let a = start("a").await;
+    let b = start("b").await;
+    // Objects land on different shards; each one's chunks on its head's shard.
+    for path in ["/x", "/y", "/z", "/big"] {
+        get_on(&a, path, &[]).await;
+    }
+    wait_stats(&a, "node a writes four objects", |s| s["stores"] == 4).await;
+    for path in ["/x", "/y", "/z", "/big"] {
+        let (s, cs, _) = get_on(&b, path, &[]).await;
+        assert_eq!(s, 200);
+        assert!(cs.contains("detail=shared"), "{path}: {cs}");
+    }
+    assert_eq!(origin.hits(), 4);
+    let (_, _, body) = get_on(&b, "/big", &[]).await;
+    assert!(body == big_body());
+    // A tag purge on b (its index and the heads on three shards), seen on a.
+    let (status, json) = admin_call(
+        b.admin.unwrap(),
+        "POST",
+        "/cache/purge",
+        br#"{"tag": "t1"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, &json["fleet"]["sent"]),
+        (StatusCode::OK, &Value::Bool(true)),
+        "{json}"
+    );
+    guarded("the purge reaches node a", async {
+        loop {
+            let (_, cs, _) = get_on(&a, "/x", &[]).await;
+            if cs.contains("fwd=uri-miss") {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    // A policy published on a serves on b.
+    let bytes = std::fs::read(guests::SWAP_B).unwrap();
+    let (status, json) = admin_call(a.admin.unwrap(), "POST", "/fleet/policy", bytes).await;
+    assert_eq!(status, 200, "{json}");
+    wait_revision(&b, json["sha256"].as_str().unwrap()).await;
 }
