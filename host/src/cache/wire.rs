@@ -170,7 +170,9 @@ pub fn encode(variants: &[Variant]) -> Vec<u8> {
     w
 }
 
-/// Reads what [`encode`] wrote. `value` is shared: inline bodies are slices of it.
+/// Reads what [`encode`] wrote. Bodies, field values and Vary values are copied out of
+/// `value`: a slice would keep the whole value (every variant's inline body) alive, unweighed,
+/// for as long as one object of it stays in the memory cache.
 pub fn decode(value: &Bytes) -> Result<Vec<Variant>, WireError> {
     if value.len() < 5 || value[..3] != MAGIC {
         return Err(WireError::Malformed);
@@ -202,8 +204,7 @@ pub fn decode(value: &Bytes) -> Result<Vec<Variant>, WireError> {
         let mut headers = HeaderMap::new();
         for _ in 0..r.u16()? {
             let name = r.name()?;
-            let value =
-                HeaderValue::from_maybe_shared(r.bytes()?).map_err(|_| WireError::Malformed)?;
+            let value = HeaderValue::from_bytes(&r.bytes()?).map_err(|_| WireError::Malformed)?;
             headers.append(name, value);
         }
         let body = match r.u8()? {
@@ -300,7 +301,7 @@ impl Reader<'_> {
     fn bytes(&mut self) -> Result<Bytes, WireError> {
         let n = self.u32()? as usize;
         let r = self.take(n)?;
-        Ok(self.buf.slice(r))
+        Ok(Bytes::copy_from_slice(&self.buf[r]))
     }
     fn str(&mut self) -> Result<Box<str>, WireError> {
         let b = self.bytes()?;

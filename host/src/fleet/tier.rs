@@ -89,11 +89,14 @@ impl Fleet {
     /// cache's `coalesce_timeout` for that node's object.
     pub async fn find_or_lock(self: &Arc<Self>, key: &Bytes, request: &HeaderMap) -> Shared {
         let h = Keys::hash(key);
-        if let Some(o) = self.lookup(&h, key, request).await {
-            bump(&self.stats.hits);
-            return Shared::Hit(Box::new(o));
+        match self.lookup(&h, key, request).await {
+            Some(Some(o)) => {
+                bump(&self.stats.hits);
+                return Shared::Hit(Box::new(o));
+            }
+            Some(None) => bump(&self.stats.misses),
+            None => return Shared::Fetch(None),
         }
-        bump(&self.stats.misses);
         match self.try_lock(&h, key).await {
             Some(Some(guard)) => return Shared::Fetch(Some(guard)),
             None => return Shared::Fetch(None),
@@ -108,9 +111,13 @@ impl Fleet {
                 return Shared::Fetch(None);
             }
             tokio::time::sleep(pause).await;
-            if let Some(o) = self.lookup(&h, key, request).await {
-                bump(&self.stats.lock_wait_hits);
-                return Shared::Hit(Box::new(o));
+            match self.lookup(&h, key, request).await {
+                Some(Some(o)) => {
+                    bump(&self.stats.lock_wait_hits);
+                    return Shared::Hit(Box::new(o));
+                }
+                Some(None) => {}
+                None => return Shared::Fetch(None),
             }
             // The holder is done without a matching object (not storable, another variant)
             // or its lease ran out: take the lock over, or wait for whoever did.
@@ -160,16 +167,30 @@ impl Fleet {
     }
 
     /// The stored variant `request` selects under `key` (hash `h`), read in one round trip
-    /// for an inline body, two for a chunked one.
-    async fn lookup(&self, h: &str, key: &Bytes, request: &HeaderMap) -> Option<Object> {
+    /// for an inline body, two for a chunked one: `Some(None)` for a miss (nothing usable
+    /// there), `None` when the server is unavailable.
+    async fn lookup(&self, h: &str, key: &Bytes, request: &HeaderMap) -> Option<Option<Object>> {
         let c = self.client()?;
         let head_key = self.keys.head(h);
         let head: Option<Bytes> = self.run(c.get(head_key.as_str())).await?;
-        let head = head?;
+        Some(self.usable(c, h, &head_key, head?, key, request).await)
+    }
+
+    /// The object `head` holds for `request`, its chunks read; `None` when it holds none or
+    /// the value is not usable (then deleted).
+    async fn usable(
+        &self,
+        c: &Client,
+        h: &str,
+        head_key: &str,
+        head: Bytes,
+        key: &Bytes,
+        request: &HeaderMap,
+    ) -> Option<Object> {
         let variants = match wire::decode(&head) {
             Ok(v) => v,
             Err(e) => {
-                self.corrupt(&head_key, &e.to_string());
+                self.corrupt(head_key, &e.to_string());
                 return None;
             }
         };
@@ -186,13 +207,13 @@ impl Fleet {
                     match p {
                         Some(p) => all.extend_from_slice(p),
                         None => {
-                            self.corrupt(&head_key, "a chunk is missing");
+                            self.corrupt(head_key, "a chunk is missing");
                             return None;
                         }
                     }
                 }
                 if all.len() as u64 != *length {
-                    self.corrupt(&head_key, "the chunks do not add up to the body's length");
+                    self.corrupt(head_key, "the chunks do not add up to the body's length");
                     return None;
                 }
                 Bytes::from(all)
@@ -313,7 +334,8 @@ impl Fleet {
             .max()
             .unwrap_or(keep);
         let value = Bytes::from(wire::encode(&variants));
-        let expires = (super::unix_ms() / 1000 + keep.as_secs()) as f64;
+        let now = (super::unix_ms() / 1000) as f64;
+        let expires = now + keep.as_secs() as f64;
         let px = Expiration::PX(keep.as_millis() as i64);
         let p = c.pipeline();
         let _: Result<(), _> = p.set(head_key.as_str(), value, Some(px), None, false).await;
@@ -350,7 +372,6 @@ impl Fleet {
             .await;
         if fastrand::u8(..) < 8 {
             // Now and then, the expired members go (a sorted set cannot expire them itself).
-            let now = (super::unix_ms() / 1000) as f64;
             let _: Result<(), _> = p
                 .zremrangebyscore(self.keys.urls(), f64::NEG_INFINITY, now)
                 .await;
