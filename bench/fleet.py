@@ -9,6 +9,8 @@ of a loopback nginx origin. Three figures (bench/README.md, "Fleet"):
            (a client polls both over kept-alive connections; PURGES times).
   saved    origin requests for 3 nodes on a working set larger than one node's memory cache,
            shared tier off and on (the same seeded request sequence per node, bounded count).
+  coalesce origin requests when 3 nodes x 20 clients ask for one new key at once (an origin
+           that takes 200 ms), shared tier off and on, over COALESCE_KEYS keys.
 
   bench/fleet.py                       # defaults
   ROUNDS=1 DURATION=3 bench/fleet.py   # smoke run
@@ -37,7 +39,8 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 KEYS = int(os.environ.get("KEYS", "2000"))
 PURGES = int(os.environ.get("PURGES", "20"))
 SAVED_REQUESTS = int(os.environ.get("SAVED_REQUESTS", "4000"))
-SCENARIOS = os.environ.get("SCENARIOS", "cost purge saved").split()
+SCENARIOS = os.environ.get("SCENARIOS", "cost purge saved coalesce").split()
+COALESCE_KEYS = int(os.environ.get("COALESCE_KEYS", "10"))
 HZ = os.sysconf("SC_CLK_TCK")
 WORK = tempfile.mkdtemp(prefix="sluice-fleet-")
 STARTED = []  # Popen objects, stopped at exit
@@ -392,6 +395,75 @@ def saved():
     print(f"\nOrigin requests saved by the shared tier: {off - on} ({100 * (off - on) / max(off, 1):.0f} %).")
 
 
+# ------------------------------------------------------------------ coalesce
+
+def slow_origin():
+    """A threaded origin in this process: 200 ms per request, cacheable, counted."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    count = {"n": 0}
+    lock = threading.Lock()
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            with lock:
+                count["n"] += 1
+            time.sleep(0.2)
+            body = b"slow"
+            self.send_response(200)
+            self.send_header("cache-control", "max-age=600")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, count
+
+
+def coalesce():
+    results = {}
+    for shared in (False, True):
+        rp, rport = redis()
+        srv, count = slow_origin()
+        ns = "co-on" if shared else "co-off"
+        nodes = [node(f"n{i}", srv.server_address[1], rport, "64MiB", ns, shared=shared) for i in (1, 2, 3)]
+        failed = 0
+        for k in range(COALESCE_KEYS):
+            barrier = threading.Barrier(60)
+            statuses = []
+
+            def client(n):
+                c = http.client.HTTPConnection("127.0.0.1", n.http, timeout=10)
+                c.connect()
+                barrier.wait()
+                c.request("GET", f"/c{k}", headers={"host": "bench.test"})
+                r = c.getresponse()
+                r.read()
+                statuses.append(r.status)
+
+            ts = [threading.Thread(target=client, args=(n,)) for n in nodes for _ in range(20)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            failed += sum(1 for s in statuses if s != 200)
+        results[shared] = (count["n"], failed)
+        for p in nodes + [rp]:
+            stop(p)
+        srv.shutdown()
+    print(f"\n### Coalescing across nodes (3 nodes × 20 clients at once on one new key, origin 200 ms, {COALESCE_KEYS} keys)\n")
+    print("| shared tier | origin requests | per key | failed |")
+    print("|---|---|---|---|")
+    for shared, (n, f) in results.items():
+        print(f"| {'on' if shared else 'off'} | {n} | {n / COALESCE_KEYS:.1f} | {f} |")
+
+
 def main():
     for cmd in ("redis-server", "nginx", "wrk"):
         if not shutil.which(cmd):
@@ -402,7 +474,7 @@ def main():
         print(f"load average at start: {' '.join(f.read().split()[:3])}; {os.cpu_count()} CPUs; sluice {SLUICE}")
     try:
         for s in SCENARIOS:
-            {"cost": cost, "purge": purge, "saved": saved}[s]()
+            {"cost": cost, "purge": purge, "saved": saved, "coalesce": coalesce}[s]()
     finally:
         for p in list(STARTED):
             stop(p)

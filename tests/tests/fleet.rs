@@ -110,9 +110,26 @@ impl Drop for Redis {
     }
 }
 
-/// A node of the fleet in front of `origin`, named `name`.
+/// A node of the fleet in front of `origin`, named `name`. With a generous operation timeout
+/// unless `extra` sets one: a loaded CI machine must not turn a slow answer into a skipped one
+/// (the test of a stopped server sets its own).
 async fn node(origin: &Origin, redis: &Redis, ns: &str, name: &str, extra: &str) -> TestProxy {
-    let p = ProxyBuilder::for_origin(origin)
+    let extra = if extra.contains("timeout") {
+        extra.to_string()
+    } else {
+        format!("timeout = \"2s\"\n{extra}")
+    };
+    node_with(ProxyBuilder::for_origin(origin), redis, ns, name, &extra).await
+}
+
+async fn node_with(
+    builder: ProxyBuilder,
+    redis: &Redis,
+    ns: &str,
+    name: &str,
+    extra: &str,
+) -> TestProxy {
+    let p = builder
         .admin(None)
         .toml(&format!(
             "[cache]\ncapacity = \"64MiB\"\n[cache.shared]\nurl = \"{}\"\nnamespace = \"{ns}\"\nnode = \"{name}\"\nheartbeat = \"100ms\"\n{extra}",
@@ -372,18 +389,8 @@ async fn a_purge_on_one_node_reaches_every_node() {
     );
     let started = Instant::now();
     for n in [&nodes[0], &nodes[2]] {
-        guarded("the purge reaches the node", async {
-            loop {
-                // Not its own copy any more: from the origin, or a copy another node
-                // fetched again.
-                let (_, cs, _) = get_on(n, "/x", &[]).await;
-                if cs.contains("fwd=uri-miss") || cs.contains("detail=shared") {
-                    return;
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        })
-        .await;
+        // From the origin, or a copy another node fetched again: not its own any more.
+        until_not_own_copy(n, "/x", "the purge reaches the node").await;
     }
     eprintln!("purge to the last node's miss: {:?}", started.elapsed());
     // A URL purge on c, the same way: /y again on a (stored) and b (a shared hit), then
@@ -404,20 +411,57 @@ async fn a_purge_on_one_node_reaches_every_node() {
         (StatusCode::OK, &Value::Bool(true)),
         "{json}"
     );
-    guarded("the URL purge reaches node b", async {
+    until_not_own_copy(&nodes[1], "/y", "the URL purge reaches node b").await;
+    for n in &nodes {
+        let s = shared_stats(n).await;
+        assert_eq!(s["purges_failed"], 0, "{s}");
+    }
+}
+
+/// Polls `GET path` on `p` until it is not served from `p`'s own copy.
+async fn until_not_own_copy(p: &TestProxy, path: &str, what: &str) {
+    guarded(what, async {
         loop {
-            let (_, cs, _) = get_on(&nodes[1], "/y", &[]).await;
-            if cs.contains("fwd=uri-miss") {
+            let (_, cs, _) = get_on(p, path, &[]).await;
+            if cs.contains("fwd=uri-miss") || cs.contains("detail=shared") {
                 return;
             }
             tokio::time::sleep(POLL).await;
         }
     })
     .await;
-    for n in &nodes {
-        let s = shared_stats(n).await;
-        assert_eq!(s["purges_failed"], 0, "{s}");
-    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_purge_and_an_unsafe_request_reach_every_node() {
+    let redis = Redis::start().await;
+    let origin = origin().await;
+    let ns = unique("policy-purge");
+    // The cache-import guest tags every response "all" and purges by tag on request.
+    let with_guest = || ProxyBuilder::for_origin(&origin).policy(guests::CACHE_IMPORT, "", "");
+    let a = node_with(with_guest(), &redis, &ns, "a", "").await;
+    let b = node_with(with_guest(), &redis, &ns, "b", "").await;
+    get_on(&a, "/x", &[]).await;
+    wait_stats(&a, "node a writes /x", |s| s["stores"] == 1).await;
+    let (_, cs, _) = get_on(&b, "/x", &[]).await;
+    assert!(cs.contains("detail=shared"), "{cs}");
+    // The policy on b purges the tag: b's copy, redis's, and (through the stream) a's.
+    let (s, _, body) = get_on(&b, "/_cache/purge-tag?tag=all", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"1"[..]));
+    until_not_own_copy(&a, "/x", "the policy's purge reaches node a").await;
+    assert_eq!(redis.heads(&ns).len(), 1, "a stored /x again, nothing else");
+
+    // A POST to /x through b invalidates it (RFC 9111 §4.4) on every node and in redis.
+    get_on(&b, "/x", &[]).await;
+    let mut c = h1(b.http).await;
+    let post = Request::post("/x")
+        .header("host", HOST)
+        .body(full("new"))
+        .unwrap();
+    assert_eq!(send(&mut c, post).await.status(), 200);
+    until_not_own_copy(&a, "/x", "the invalidation reaches node a").await;
+    let s = shared_stats(&b).await;
+    assert_eq!(s["purges_failed"], 0, "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,6 +573,61 @@ async fn killing_redis_under_load_fails_no_request() {
     let total = done.load(Ordering::Relaxed);
     eprintln!("{total} requests, redis killed and restarted under load");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "of {total} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_is_skipped_by_the_breaker() {
+    let redis = Redis::start().await;
+    let origin = origin().await;
+    let ns = unique("stopped");
+    let a = node(
+        &origin,
+        &redis,
+        &ns,
+        "a",
+        "timeout = \"100ms\"\nbreaker_failures = 2\nbreaker_open = \"200ms\"",
+    )
+    .await;
+    get_on(&a, "/x", &[]).await;
+    wait_stats(&a, "node a writes /x", |s| s["stores"] == 1).await;
+    // SIGSTOP: the connection stays up and nothing answers (a hung or overloaded server).
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    for i in 0..20 {
+        let (s, _, body) = get_on(&a, &format!("/n{i}"), &[]).await;
+        assert_eq!((s, body), (200, format!("body of /n{i}").into_bytes()));
+    }
+    // 20 misses, each of which would wait 100 ms per operation without the breaker.
+    eprintln!("20 misses with redis stopped: {:?}", started.elapsed());
+    let s = shared_stats(&a).await;
+    assert!(s["breaker_opened"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["skipped"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Back: a probe closes the breaker, and the next miss is written again.
+    guarded("the breaker closes once redis answers", async {
+        loop {
+            get_on(&a, &format!("/{}", unique("back")), &[]).await;
+            let s = shared_stats(&a).await;
+            if s["state"] == "closed" && s["stores"].as_u64().unwrap() > 1 {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
 }
 
 /// Waits until node `p`'s active revision is `sha`.
@@ -807,16 +906,7 @@ async fn a_fleet_on_a_redis_cluster() {
         (StatusCode::OK, &Value::Bool(true)),
         "{json}"
     );
-    guarded("the purge reaches node a", async {
-        loop {
-            let (_, cs, _) = get_on(&a, "/x", &[]).await;
-            if cs.contains("fwd=uri-miss") {
-                return;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    })
-    .await;
+    until_not_own_copy(&a, "/x", "the purge reaches node a").await;
     // A policy published on a serves on b.
     let bytes = std::fs::read(guests::SWAP_B).unwrap();
     let (status, json) = admin_call(a.admin.unwrap(), "POST", "/fleet/policy", bytes).await;

@@ -173,7 +173,10 @@ impl Fleet {
         let c = self.client()?;
         let head_key = self.keys.head(h);
         let head: Option<Bytes> = self.run(c.get(head_key.as_str())).await?;
-        Some(self.usable(c, h, &head_key, head?, key, request).await)
+        let Some(head) = head else {
+            return Some(None);
+        };
+        Some(self.usable(c, h, &head_key, head, key, request).await)
     }
 
     /// The object `head` holds for `request`, its chunks read; `None` when it holds none or
