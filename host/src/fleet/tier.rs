@@ -455,49 +455,36 @@ impl Fleet {
     /// Members of the URL index matching `pattern` (ZSCAN: incremental, never blocks the
     /// server for long; the index holds only unexpired objects).
     async fn scan_urls(&self, c: &Client, pattern: &str) -> Option<Vec<String>> {
-        let mut cursor = "0".to_string();
-        let mut out = Vec::new();
-        loop {
-            let (next, page): (String, Vec<Value>) = self
-                .run(c.custom(
-                    fred::cmd!("ZSCAN"),
-                    vec![
-                        self.keys.urls(),
-                        cursor.clone(),
-                        "MATCH".into(),
-                        pattern.to_string(),
-                        "COUNT".into(),
-                        "1000".into(),
-                    ],
-                ))
-                .await?;
-            // Member, score, member, score...
-            out.extend(page.into_iter().step_by(2).filter_map(|v| v.as_string()));
-            if next == "0" {
-                return Some(out);
-            }
-            cursor = next;
-        }
+        self.scan(c, Some(self.keys.urls()), pattern).await
     }
 
-    /// Every object head of this namespace (SCAN; on a cluster, each shard's).
+    /// Every object head of this namespace (SCAN; on a cluster, one shard's).
     async fn scan_keys(&self, c: &Client) -> Option<Vec<String>> {
+        let keys = self.scan(c, None, &self.keys.objects_pattern()).await?;
+        Some(keys.into_iter().filter(|k| !k.contains("}:")).collect())
+    }
+
+    /// `ZSCAN key` (members) or, without a key, `SCAN` (key names), to the end.
+    async fn scan(&self, c: &Client, key: Option<String>, pattern: &str) -> Option<Vec<String>> {
         let mut cursor = "0".to_string();
         let mut out = Vec::new();
         loop {
-            let (next, page): (String, Vec<String>) = self
-                .run(c.custom(
-                    fred::cmd!("SCAN"),
-                    vec![
-                        cursor.clone(),
-                        "MATCH".into(),
-                        self.keys.objects_pattern(),
-                        "COUNT".into(),
-                        "1000".into(),
-                    ],
-                ))
-                .await?;
-            out.extend(page.into_iter().filter(|k| !k.contains("}:")));
+            let mut args: Vec<String> = key.iter().cloned().collect();
+            args.extend([
+                cursor,
+                "MATCH".into(),
+                pattern.into(),
+                "COUNT".into(),
+                "1000".into(),
+            ]);
+            let command = match key {
+                Some(_) => fred::cmd!("ZSCAN"),
+                None => fred::cmd!("SCAN"),
+            };
+            let (next, page): (String, Vec<Value>) = self.run(c.custom(command, args)).await?;
+            // A ZSCAN page is member, score, member, score...
+            let step = if key.is_some() { 2 } else { 1 };
+            out.extend(page.into_iter().step_by(step).filter_map(|v| v.as_string()));
             if next == "0" {
                 return Some(out);
             }
