@@ -359,7 +359,7 @@ def saved():
     results = {}
     for shared in (False, True):
         rp, rport = redis()
-        op, oport = nginx(4096)
+        op, oport = nginx(3000)
         ns = "saved-on" if shared else "saved-off"
         nodes = [node(f"n{i}", oport, rport, "1MiB", ns, shared=shared) for i in (1, 2, 3)]
         before = nginx_requests(oport)
@@ -386,7 +386,7 @@ def saved():
         for p in nodes + [op, rp]:
             stop(p)
     total = 3 * SAVED_REQUESTS
-    print(f"\n### Origin requests, 3 nodes, working set {KEYS} × 4 KiB (~{KEYS * 5 // 1024} MiB stored) > 1 MiB memory cache per node, {total} requests\n")
+    print(f"\n### Origin requests, 3 nodes, working set {KEYS} × 3 KB (~{KEYS * 4 // 1024} MiB stored) > 1 MiB memory cache per node, {total} requests\n")
     print("| shared tier | origin requests | per client request | memory hits | shared hits |")
     print("|---|---|---|---|---|")
     for shared, (o, sh, mh) in results.items():

@@ -293,10 +293,16 @@ impl Proxy {
         let mut collapsed = false;
         // The shared tier is asked once per request, by the request leading the key's fetch.
         let mut shared_asked = self.fleet.is_none();
-        let mut shared_hit = false;
+        // What the shared tier returned, in case the memory cache did not keep it (a small
+        // or busy store may evict it, or not admit it, before the lookup that follows).
+        let mut shared_hit: Option<Arc<Object>> = None;
         loop {
             let now = Instant::now();
-            let (obj, why) = match c.cache.lookup(&c.key, req.headers()) {
+            let found = match (c.cache.lookup(&c.key, req.headers()), shared_hit.clone()) {
+                (Lookup::Miss | Lookup::VaryMiss, Some(o)) => Lookup::Found(o),
+                (found, _) => found,
+            };
+            let (obj, why) = match found {
                 Lookup::Found(obj)
                     if c.facts.authorization && !obj.directives.allows_authorized() =>
                 {
@@ -313,7 +319,7 @@ impl Proxy {
                         let st = Status {
                             hit: true,
                             collapsed,
-                            detail: shared_hit.then_some("shared"),
+                            detail: shared_hit.is_some().then_some("shared"),
                             ..Status::default()
                         };
                         return Ok((self.serve(&c, &out, req.headers(), &obj, st, false), None));
@@ -386,9 +392,8 @@ impl Proxy {
                         crate::fleet::Shared::Hit(object) => {
                             // Stored here, the flight ends: this request and those waiting
                             // on it find it in the memory cache.
-                            c.cache.insert_from_tier(c.key.clone(), *object);
+                            shared_hit = Some(c.cache.insert_from_tier(c.key.clone(), *object));
                             drop(leader);
-                            shared_hit = true;
                             continue;
                         }
                         crate::fleet::Shared::Fetch(lock) => {
