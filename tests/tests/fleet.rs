@@ -523,7 +523,12 @@ async fn killing_redis_under_load_fails_no_request() {
                 if *stop.borrow() {
                     break;
                 }
-                let path = format!("/k{}", (i * 7 + t) % 200);
+                // A working set of 200 keys, and every fourth request a new key: a miss
+                // that always asks the shared tier (so it is asked while redis is down).
+                let path = match i % 4 {
+                    0 => format!("/new-{t}-{i}"),
+                    _ => format!("/k{}", (i * 7 + t) % 200),
+                };
                 let r = send(&mut c, get(&path, HOST)).await;
                 let ok = r.status() == 200 && body_bytes(r).await == format!("body of {path}");
                 if !ok {
