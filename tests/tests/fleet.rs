@@ -34,23 +34,29 @@ impl Redis {
     }
 
     async fn start_with(args: &[&str]) -> Redis {
-        // redis-server binds its own socket: take a free port from the kernel first.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut r = Redis {
-            port,
+            port: 0,
             child: None,
             dir: tempfile::tempdir().unwrap(),
             args: args.iter().map(|a| a.to_string()).collect(),
         };
-        r.spawn().await;
-        r
+        // redis-server binds its own socket: take a free port from the kernel, and another
+        // if something else took it in between.
+        for _ in 0..5 {
+            r.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if r.spawn().await {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on five free ports");
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the server on `port`; `false` if it exited (the port was taken).
+    async fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -62,15 +68,21 @@ impl Redis {
             .spawn()
             .expect("redis-server on PATH (the Debian package redis-server; .ci/run installs it)");
         self.child = Some(child);
-        guarded("redis-server answers PING", async {
+        let dir = self.dir.path().to_str().unwrap().to_string();
+        guarded("redis-server answers", async {
             loop {
-                if self.cli(&["PING"]).trim() == "PONG" {
-                    return;
+                if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                    self.child = None;
+                    return false;
+                }
+                // Ours, not another test's server on the same port: it names our directory.
+                if self.cli(&["CONFIG", "GET", "dir"]).contains(&dir) {
+                    return true;
                 }
                 tokio::time::sleep(POLL).await;
             }
         })
-        .await;
+        .await
     }
 
     /// SIGKILL, as a crash.
@@ -558,7 +570,7 @@ async fn killing_redis_under_load_fails_no_request() {
         "{s}"
     );
     assert_ne!(s["state"], "closed", "{s}");
-    redis.spawn().await;
+    assert!(redis.spawn().await, "redis-server restarts on its port");
     for p in [&a, &b] {
         wait_stats(p, "the node reconnects by itself", |s| {
             s["state"] == "closed"
