@@ -417,25 +417,23 @@ fn verdict(
             let (a, b) = (ro[a].as_u64().unwrap_or(0), ro[b].as_u64().unwrap_or(0));
             if b == 0 { 0.0 } else { a as f64 / b as f64 }
         };
-        let failures = ratio("failures", "calls");
-        if failures > cfg.rollback_failure_ratio {
-            return Err((
-                "rolled-back",
-                format!(
-                    "canary node {node}: policy failure ratio {failures:.3} over {}",
-                    cfg.rollback_failure_ratio
-                ),
-            ));
-        }
-        let errors = ratio("responses_5xx", "responses");
-        if errors > cfg.rollback_5xx_ratio {
-            return Err((
-                "rolled-back",
-                format!(
-                    "canary node {node}: 5xx ratio {errors:.3} over {}",
-                    cfg.rollback_5xx_ratio
-                ),
-            ));
+        let limits = [
+            (
+                "policy failure",
+                "failures",
+                "calls",
+                cfg.rollback_failure_ratio,
+            ),
+            ("5xx", "responses_5xx", "responses", cfg.rollback_5xx_ratio),
+        ];
+        for (what, part, whole, limit) in limits {
+            let r = ratio(part, whole);
+            if r > limit {
+                return Err((
+                    "rolled-back",
+                    format!("canary node {node}: {what} ratio {r:.3} over {limit}"),
+                ));
+            }
         }
     }
     Ok(())
